@@ -1,0 +1,446 @@
+/*
+ * cli-accounts.c — the `postern domain|user|alias` subcommands: thin
+ * wrappers over lib-account that parse arguments, read passwords safely and
+ * print one line per result.
+ *
+ * Runs as the operator's `postern` process (not the daemon), against
+ * cfg->db_path, creating the database when missing. Passwords come from
+ * stdin (--password-stdin, one line) or from the terminal with echo off,
+ * twice; every copy is wiped after use and none is ever printed.
+ */
+#include "cli/cli-accounts.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "lib-account/account.h"
+#include "lib-config/config.h"
+#include "lib/buf.h"
+#include "lib/limits.h"
+#include "lib/util.h"
+
+#define EXIT_USAGE 2
+
+/* A buffer one octet larger than the longest password, plus the NUL, so a
+ * too-long line can be told from one that just fits. */
+#define PASSWORD_BUF_SIZE (PASSWORD_MAX + 2)
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("postern: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_FAILURE;
+}
+
+static int usage(FILE *out, const char *text, int status)
+{
+	fputs(text, out);
+	return status;
+}
+
+static const char domain_usage[] =
+	"usage: postern domain add DOMAIN\n"
+	"       postern domain del DOMAIN\n"
+	"       postern domain list\n";
+
+static const char user_usage[] =
+	"usage: postern user add ADDRESS [--password-stdin]\n"
+	"       postern user passwd ADDRESS [--password-stdin]\n"
+	"       postern user del ADDRESS\n"
+	"       postern user list [DOMAIN]\n";
+
+static const char alias_usage[] =
+	"usage: postern alias add ALIAS TARGET[,TARGET...] [TARGET...]\n"
+	"       postern alias del ALIAS\n"
+	"       postern alias list\n"
+	"ALIAS is local@domain, or @domain for a catch-all.\n";
+
+static bool is_help(const char *arg)
+{
+	return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0 || strcmp(arg, "help") == 0;
+}
+
+static int db_open(const struct config *cfg, struct account_db **db_r)
+{
+	const char *error;
+
+	if (account_db_open(cfg->db_path, true, db_r, &error) < 0)
+		return fail("%s", error);
+	return 0;
+}
+
+/* The address as the library stores it, for messages. */
+static void lcase_copy(const char *in, char *out, size_t size)
+{
+	snprintf(out, size, "%s", in);
+	str_lcase(out);
+}
+
+static void print_line_cb(const char *s, void *ctx)
+{
+	(void)ctx;
+	printf("%s\n", s);
+}
+
+static void print_alias_cb(const char *alias, const char *targets, void *ctx)
+{
+	(void)ctx;
+	printf("%s -> %s\n", alias, targets);
+}
+
+/* ---- passwords -------------------------------------------------------- */
+
+/*
+ * Reads one line from fd an octet at a time — no stdio buffer keeps a copy
+ * of the password, and nothing after the line is consumed. Strips the LF and
+ * a CR before it. 0, or -1 with *error_r.
+ */
+static int read_password_line(int fd, char buf[PASSWORD_BUF_SIZE], const char **error_r)
+{
+	size_t len = 0;
+	bool got_any = false;
+
+	for (;;) {
+		char c;
+		ssize_t n = read(fd, &c, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			*error_r = "cannot read the password";
+			goto fail;
+		}
+		if (n == 0) {
+			if (!got_any) {
+				*error_r = "no password given";
+				goto fail;
+			}
+			break;
+		}
+		got_any = true;
+		if (c == '\n')
+			break;
+		if (len + 1 >= PASSWORD_BUF_SIZE) {
+			*error_r = "password too long";
+			goto fail;
+		}
+		buf[len++] = c;
+	}
+	if (len > 0 && buf[len - 1] == '\r')
+		len--;
+	buf[len] = '\0';
+	return 0;
+fail:
+	sodium_memzero(buf, PASSWORD_BUF_SIZE);
+	return -1;
+}
+
+/* The terminal settings to put back if a signal arrives while echo is off. */
+static struct termios saved_termios;
+
+static void restore_termios_cb(int sig)
+{
+	/* Both are async-signal-safe. Then die of the signal as usual. */
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_termios);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static const int echo_signals[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP };
+#define ECHO_SIGNAL_COUNT (sizeof(echo_signals) / sizeof(echo_signals[0]))
+
+static int tty_read_password(const char *prompt, char buf[PASSWORD_BUF_SIZE],
+			     const char **error_r)
+{
+	struct sigaction sa, old[ECHO_SIGNAL_COUNT];
+	struct termios noecho;
+
+	if (tcgetattr(STDIN_FILENO, &saved_termios) < 0) {
+		*error_r = "cannot read the terminal settings";
+		return -1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = restore_termios_cb;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < ECHO_SIGNAL_COUNT; i++)
+		sigaction(echo_signals[i], &sa, &old[i]);
+
+	noecho = saved_termios;
+	noecho.c_lflag &= (tcflag_t)~ECHO;
+	noecho.c_lflag |= ECHONL;       /* still show the newline */
+	fputs(prompt, stderr);
+	fflush(stderr);
+	int ret = -1;
+	if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho) < 0)
+		*error_r = "cannot turn off terminal echo";
+	else
+		ret = read_password_line(STDIN_FILENO, buf, error_r);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_termios);
+
+	for (size_t i = 0; i < ECHO_SIGNAL_COUNT; i++)
+		sigaction(echo_signals[i], &old[i], NULL);
+	return ret;
+}
+
+/* Gets the new password into buf: from stdin with --password-stdin, else
+ * from the terminal twice. 0, or -1 after printing the reason. */
+static int get_password(bool from_stdin, char buf[PASSWORD_BUF_SIZE])
+{
+	char again[PASSWORD_BUF_SIZE];
+	const char *error;
+	int ret = -1;
+
+	if (from_stdin) {
+		if (read_password_line(STDIN_FILENO, buf, &error) < 0) {
+			fail("%s", error);
+			return -1;
+		}
+	} else if (!isatty(STDIN_FILENO)) {
+		fail("stdin is not a terminal; use --password-stdin");
+		return -1;
+	} else {
+		if (tty_read_password("New password: ", buf, &error) < 0) {
+			fail("%s", error);
+			return -1;
+		}
+		if (tty_read_password("Repeat password: ", again, &error) < 0) {
+			fail("%s", error);
+			goto out;
+		}
+		if (strcmp(buf, again) != 0) {
+			fail("passwords do not match");
+			goto out;
+		}
+	}
+	if (buf[0] == '\0') {
+		fail("empty password");
+		goto out;
+	}
+	ret = 0;
+out:
+	sodium_memzero(again, sizeof(again));
+	if (ret < 0)
+		sodium_memzero(buf, PASSWORD_BUF_SIZE);
+	return ret;
+}
+
+/* ---- postern domain --------------------------------------------------- */
+
+int cli_domain(const struct config *cfg, int argc, char **argv)
+{
+	struct account_db *db = NULL;
+	const char *error;
+	char name[SMTP_DOMAIN_MAX + 1];
+	int ret = EXIT_FAILURE;
+
+	if (argc < 2)
+		return usage(stderr, domain_usage, EXIT_USAGE);
+	const char *sub = argv[1];
+	if (is_help(sub))
+		return usage(stdout, domain_usage, EXIT_SUCCESS);
+	bool add = strcmp(sub, "add") == 0, del = strcmp(sub, "del") == 0;
+	if ((add || del) && argc != 3)
+		return usage(stderr, domain_usage, EXIT_USAGE);
+	if (strcmp(sub, "list") == 0 && argc != 2)
+		return usage(stderr, domain_usage, EXIT_USAGE);
+	if (!add && !del && strcmp(sub, "list") != 0)
+		return usage(stderr, domain_usage, EXIT_USAGE);
+
+	if (db_open(cfg, &db) < 0)
+		return EXIT_FAILURE;
+	if (add || del) {
+		lcase_copy(argv[2], name, sizeof(name));
+		if ((add ? account_domain_add : account_domain_del)(db, argv[2], &error) < 0) {
+			fail("%s", error);
+			goto out;
+		}
+		printf("%s domain %s\n", add ? "added" : "deleted", name);
+	} else if (account_domain_list(db, print_line_cb, NULL) < 0) {
+		fail("cannot list domains");
+		goto out;
+	}
+	ret = EXIT_SUCCESS;
+out:
+	account_db_close(&db);
+	return ret;
+}
+
+/* ---- postern user ----------------------------------------------------- */
+
+/* Refuses early what the library would refuse anyway, so the operator is
+ * not asked for a password twice for nothing. 0 go on, -1 reported. */
+static int user_precheck(struct account_db *db, const char *address, bool add)
+{
+	char addr[SMTP_ADDRESS_MAX + 1];
+	char *hash = NULL;
+
+	lcase_copy(address, addr, sizeof(addr));
+	int found = account_user_get_hash(db, address, &hash);
+	free(hash);
+	const char *at = strrchr(addr, '@');
+	if (found < 0)
+		fail("cannot read the account database");
+	else if (add && found == 1)
+		fail("user %s already exists", addr);
+	else if (!add && found == 0)
+		fail("no such user %s", addr);
+	else if (add && at != NULL && account_domain_exists(db, at + 1) == 0)
+		fail("domain %s is not a local domain", at + 1);
+	else
+		return 0;
+	return -1;
+	return 0;
+}
+
+int cli_user(const struct config *cfg, int argc, char **argv)
+{
+	struct account_db *db = NULL;
+	const char *args[2];
+	size_t nargs = 0;
+	bool password_stdin = false;
+	char password[PASSWORD_BUF_SIZE];
+	char addr[SMTP_ADDRESS_MAX + 1];
+	const char *error;
+	int ret = EXIT_FAILURE;
+
+	if (argc < 2)
+		return usage(stderr, user_usage, EXIT_USAGE);
+	const char *sub = argv[1];
+	if (is_help(sub))
+		return usage(stdout, user_usage, EXIT_SUCCESS);
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--password-stdin") == 0)
+			password_stdin = true;
+		else if (argv[i][0] == '-' && argv[i][1] != '\0')
+			return usage(stderr, user_usage, EXIT_USAGE);
+		else if (nargs < 2)
+			args[nargs++] = argv[i];
+		else
+			return usage(stderr, user_usage, EXIT_USAGE);
+	}
+	bool add = strcmp(sub, "add") == 0, passwd = strcmp(sub, "passwd") == 0;
+	bool del = strcmp(sub, "del") == 0, list = strcmp(sub, "list") == 0;
+	if (((add || passwd) && nargs != 1) || (del && (nargs != 1 || password_stdin)) ||
+	    (list && (nargs > 1 || password_stdin)) || (!add && !passwd && !del && !list))
+		return usage(stderr, user_usage, EXIT_USAGE);
+
+	password[0] = '\0';
+	if (db_open(cfg, &db) < 0)
+		return EXIT_FAILURE;
+	if (list) {
+		if (nargs == 1 && account_domain_exists(db, args[0]) != 1) {
+			char name[SMTP_DOMAIN_MAX + 1];
+			lcase_copy(args[0], name, sizeof(name));
+			fail("domain %s is not a local domain", name);
+			goto out;
+		}
+		if (account_user_list(db, nargs == 1 ? args[0] : NULL, print_line_cb, NULL) < 0) {
+			fail("cannot list users");
+			goto out;
+		}
+		ret = EXIT_SUCCESS;
+		goto out;
+	}
+	lcase_copy(args[0], addr, sizeof(addr));
+	if (del) {
+		if (account_user_del(db, args[0], &error) < 0) {
+			fail("%s", error);
+			goto out;
+		}
+		printf("deleted user %s\n", addr);
+		ret = EXIT_SUCCESS;
+		goto out;
+	}
+	if (user_precheck(db, args[0], add) < 0 || get_password(password_stdin, password) < 0)
+		goto out;
+	int r = add ? account_user_add(db, args[0], password, &error) :
+		account_user_passwd(db, args[0], password, &error);
+	if (r < 0) {
+		fail("%s", error);
+		goto out;
+	}
+	printf(add ? "added user %s\n" : "changed password of user %s\n", addr);
+	ret = EXIT_SUCCESS;
+out:
+	sodium_memzero(password, sizeof(password));
+	account_db_close(&db);
+	return ret;
+}
+
+/* ---- postern alias ---------------------------------------------------- */
+
+int cli_alias(const struct config *cfg, int argc, char **argv)
+{
+	struct account_db *db = NULL;
+	struct buf targets;
+	char name[SMTP_ADDRESS_MAX + 1];
+	const char *error;
+	int ret = EXIT_FAILURE;
+
+	if (argc < 2)
+		return usage(stderr, alias_usage, EXIT_USAGE);
+	const char *sub = argv[1];
+	if (is_help(sub))
+		return usage(stdout, alias_usage, EXIT_SUCCESS);
+	bool add = strcmp(sub, "add") == 0, del = strcmp(sub, "del") == 0;
+	bool list = strcmp(sub, "list") == 0;
+	if ((add && argc < 4) || (del && argc != 3) || (list && argc != 2) ||
+	    (!add && !del && !list))
+		return usage(stderr, alias_usage, EXIT_USAGE);
+
+	buf_init(&targets, (size_t)ALIAS_EXPAND_MAX * (SMTP_ADDRESS_MAX + 1));
+	if (add) {
+		/* "alias add a@x b@y,c@z d@w": every argument after the alias
+		 * is part of the target list. */
+		for (int i = 3; i < argc; i++) {
+			if ((i > 3 && buf_append(&targets, ",", 1) < 0) ||
+			    buf_append_str(&targets, argv[i]) < 0) {
+				fail("target list too long");
+				goto out;
+			}
+		}
+	}
+	if (db_open(cfg, &db) < 0)
+		goto out;
+	if (list) {
+		if (account_alias_list(db, print_alias_cb, NULL) < 0) {
+			fail("cannot list aliases");
+			goto out;
+		}
+		ret = EXIT_SUCCESS;
+		goto out;
+	}
+	lcase_copy(argv[2], name, sizeof(name));
+	if (add) {
+		if (account_alias_add(db, argv[2], targets.data, &error) < 0) {
+			fail("%s", error);
+			goto out;
+		}
+		printf("added alias %s\n", name);
+	} else {
+		if (account_alias_del(db, argv[2], &error) < 0) {
+			fail("%s", error);
+			goto out;
+		}
+		printf("deleted alias %s\n", name);
+	}
+	ret = EXIT_SUCCESS;
+out:
+	buf_free(&targets);
+	account_db_close(&db);
+	return ret;
+}

@@ -1,0 +1,564 @@
+/*
+ * directory.c — the directory process: account lookups, password checks and
+ * the connection counter (Postfix's anvil).
+ *
+ * Process: "directory", one instance. Listens on DATA/run/dir.sock; each smtpd
+ * worker connects once and sends IPC_DIR_* requests (lib/ipc.h), answered with
+ * IPC_DIR_REPLY under the same request id.
+ *
+ * Owns: the account_db (used from the loop thread only); the live connection
+ * counts, total and per client IP, each charged to the smtpd connection that
+ * took it, so a crashed worker's counts are released with its connection; a
+ * small thread pool that runs argon2id checks off the loop (DESIGN principle
+ * 4). Results come back through an eventfd; a check whose requester has gone
+ * is dropped. Passwords are copied once, wiped after use and never logged.
+ */
+#include "directory/directory.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "lib-account/account.h"
+#include "lib-config/config.h"
+#include "lib/ipc.h"
+#include "lib/limits.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+#define DIR_SOCKET            "run/dir.sock"
+#define DIR_IP_BUCKETS        1024
+#define DIR_AUTH_THREADS_MIN  2
+#define DIR_AUTH_THREADS_MAX  4     /* argon2id takes 64 MiB per running check */
+#define DIR_AUTH_QUEUE_MAX    1024  /* checks queued or running; beyond: TEMPFAIL */
+
+struct dir_ip {                 /* live connections from one client IP */
+	struct dir_ip *next;
+	unsigned count;
+	char ip[];
+};
+
+struct dir_hold {               /* what one smtpd worker holds for one IP */
+	struct dir_ip *ip;
+	unsigned count;
+};
+
+struct dir_client {             /* one connected smtpd worker */
+	struct dir_server *srv;
+	struct ipc_conn *conn;  /* NULL once closed while checks are pending */
+	struct dir_client *prev, *next;
+	struct dir_hold *holds;
+	size_t nholds, holds_cap;
+	unsigned auth_pending;
+};
+
+struct dir_auth_job {
+	struct dir_auth_job *next;
+	struct dir_client *client;
+	uint64_t req_id;
+	char *hash;             /* NULL for an unknown user: same cost, dummy hash */
+	char *password;         /* wiped by the worker */
+	char *user;             /* lower-cased: the canonical user */
+	int result;             /* password_verify() */
+};
+
+struct dir_server {
+	const struct config *cfg;
+	struct event_base *base;
+	struct account_db *db;
+	struct event *listen_ev, *sigterm_ev, *sigint_ev, *done_ev;
+	struct dir_client *clients;
+	struct dir_ip *ips[DIR_IP_BUCKETS];
+	unsigned total;
+
+	pthread_mutex_t lock;   /* guards todo, done and stop */
+	pthread_cond_t cond;
+	struct dir_auth_job *todo, **todo_tail, *done;
+	bool stop;
+	unsigned auth_queued;   /* loop thread only: jobs not yet finished */
+	int done_fd;            /* eventfd: workers -> loop */
+	pthread_t threads[DIR_AUTH_THREADS_MAX];
+	unsigned nthreads;
+};
+
+/* ---- connection counts ---- */
+
+static struct dir_ip **dir_ip_slot(struct dir_server *srv, const char *ip)
+{
+	uint32_t h = 2166136261u;       /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)ip; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	struct dir_ip **slot = &srv->ips[h % DIR_IP_BUCKETS];
+	while (*slot != NULL && strcmp((*slot)->ip, ip) != 0)
+		slot = &(*slot)->next;
+	return slot;            /* *slot is the entry, or NULL where it would go */
+}
+
+static void dir_ip_release(struct dir_server *srv, struct dir_ip *e, unsigned n)
+{
+	e->count -= n;
+	srv->total -= n;
+	if (e->count == 0) {
+		struct dir_ip **slot = dir_ip_slot(srv, e->ip);
+		*slot = e->next;
+		free(e);
+	}
+}
+
+static enum ipc_conn_verdict dir_connect(struct dir_client *c, const char *ip)
+{
+	struct dir_server *srv = c->srv;
+	const struct config *cfg = srv->cfg;
+	struct dir_ip **slot = dir_ip_slot(srv, ip);
+
+	if (cfg->max_connections != 0 && srv->total >= cfg->max_connections)
+		return IPC_CONN_TOO_MANY;
+	if (*slot != NULL && cfg->max_connections_per_ip != 0 &&
+	    (*slot)->count >= cfg->max_connections_per_ip)
+		return IPC_CONN_TOO_MANY_FROM_IP;
+
+	size_t i;
+	for (i = 0; i < c->nholds && c->holds[i].ip != *slot; i++)
+		;
+	if (*slot == NULL || i == c->nholds) {
+		if (c->nholds == c->holds_cap) {
+			size_t cap = c->holds_cap == 0 ? 16 : c->holds_cap * 2;
+			struct dir_hold *v = reallocarray(c->holds, cap, sizeof(*v));
+			if (v == NULL)
+				return IPC_CONN_TOO_MANY;
+			c->holds = v;
+			c->holds_cap = cap;
+		}
+		if (*slot == NULL) {
+			size_t len = strlen(ip) + 1;
+			if ((*slot = calloc(1, sizeof(**slot) + len)) == NULL)
+				return IPC_CONN_TOO_MANY;
+			memcpy((*slot)->ip, ip, len);
+		}
+		c->holds[c->nholds++] = (struct dir_hold){ .ip = *slot, .count = 0 };
+	}
+	c->holds[i].count++;
+	(*slot)->count++;
+	srv->total++;
+	return IPC_CONN_OK;
+}
+
+static void dir_disconnect(struct dir_client *c, const char *ip)
+{
+	struct dir_ip *e = *dir_ip_slot(c->srv, ip);
+	size_t i;
+	for (i = 0; i < c->nholds && c->holds[i].ip != e; i++)
+		;
+	if (e == NULL || i == c->nholds) {
+		log_warn("disconnect for ip=%s without a counted connection", ip);
+		return;
+	}
+	if (--c->holds[i].count == 0)
+		c->holds[i] = c->holds[--c->nholds];
+	dir_ip_release(c->srv, e, 1);
+}
+
+/* ---- clients ---- */
+
+static void dir_client_unlink_free(struct dir_client *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		c->srv->clients = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	for (size_t i = 0; i < c->nholds; i++)
+		dir_ip_release(c->srv, c->holds[i].ip, c->holds[i].count);
+	ipc_conn_free(&c->conn);
+	free(c->holds);
+	free(c);
+}
+
+/* A worker's connection closed (or it crashed): its counts go at once; the
+ * client itself stays until its last password check has come back. */
+static void dir_client_close_cb(struct ipc_conn *conn, void *ctx)
+{
+	struct dir_client *c = ctx;
+	for (; c->nholds > 0; c->nholds--)
+		dir_ip_release(c->srv, c->holds[c->nholds - 1].ip, c->holds[c->nholds - 1].count);
+	ipc_conn_free(&c->conn);
+	if (c->auth_pending == 0)
+		dir_client_unlink_free(c);
+}
+
+static void dir_reply(struct dir_client *c, uint64_t id, struct ipc_writer *w)
+{
+	if (ipc_send(c->conn, IPC_DIR_REPLY, id, w) < 0)
+		log_error("reply id=%" PRIu64 " too large or connection closed", id);
+	ipc_writer_free(w);
+}
+
+static void dir_reply_u32(struct dir_client *c, uint64_t id, uint32_t v)
+{
+	struct ipc_writer w;
+	ipc_writer_init(&w);
+	ipc_put_u32(&w, v);
+	dir_reply(c, id, &w);
+}
+
+static void dir_rcpt(struct dir_client *c, uint64_t id, const char *address)
+{
+	struct account_targets t = { NULL, 0 };
+	enum ipc_rcpt_result res = IPC_RCPT_TEMPFAIL;
+	struct ipc_writer w;
+
+	switch (account_resolve(c->srv->db, address, &t)) {
+	case ACCOUNT_RESOLVE_OK: res = IPC_RCPT_OK; break;
+	case ACCOUNT_RESOLVE_NO_SUCH_USER: res = IPC_RCPT_NO_SUCH_USER; break;
+	case ACCOUNT_RESOLVE_NOT_LOCAL: res = IPC_RCPT_NOT_LOCAL; break;
+	case ACCOUNT_RESOLVE_ERROR: res = IPC_RCPT_TEMPFAIL; break;
+	}
+	ipc_writer_init(&w);
+	ipc_put_u32(&w, res);
+	ipc_put_u32(&w, (uint32_t)t.count);
+	for (size_t i = 0; i < t.count; i++) {
+		ipc_put_str(&w, t.v[i].address);
+		ipc_put_u32(&w, t.v[i].local ? 1 : 0);
+	}
+	if (ipc_send(c->conn, IPC_DIR_REPLY, id, &w) < 0) {
+		/* ALIAS_EXPAND_MAX long addresses can exceed IPC_FRAME_MAX. */
+		log_error("rcpt address=%s: %zu targets do not fit in a reply", address,
+			  t.count);
+		ipc_writer_free(&w);
+		ipc_writer_init(&w);
+		ipc_put_u32(&w, IPC_RCPT_TEMPFAIL);
+		ipc_put_u32(&w, 0);
+		dir_reply(c, id, &w);
+	} else {
+		ipc_writer_free(&w);
+	}
+	account_targets_free(&t);
+}
+
+/* ---- password checks (worker threads) ---- */
+
+static void dir_auth_job_free(struct dir_auth_job *job)
+{
+	if (job->password != NULL) {
+		secure_zero(job->password, strlen(job->password));
+		free(job->password);
+	}
+	free(job->hash);
+	free(job->user);
+	free(job);
+}
+
+static void *dir_auth_thread(void *arg)
+{
+	struct dir_server *srv = arg;
+
+	pthread_mutex_lock(&srv->lock);
+	for (;;) {
+		while (!srv->stop && srv->todo == NULL)
+			pthread_cond_wait(&srv->cond, &srv->lock);
+		if (srv->stop)
+			break;
+		struct dir_auth_job *job = srv->todo;
+		if ((srv->todo = job->next) == NULL)
+			srv->todo_tail = &srv->todo;
+		pthread_mutex_unlock(&srv->lock);
+
+		job->result = password_verify(job->hash, job->password);
+		secure_zero(job->password, strlen(job->password));
+
+		pthread_mutex_lock(&srv->lock);
+		job->next = srv->done;
+		srv->done = job;
+		uint64_t one = 1;
+		ssize_t ret = write(srv->done_fd, &one, sizeof(one));
+		(void)ret;      /* EAGAIN: the counter is already non-zero */
+	}
+	pthread_mutex_unlock(&srv->lock);
+	return NULL;
+}
+
+/* Loop thread: answers one finished (or, with reply false, abandoned) check. */
+static void dir_auth_finish(struct dir_auth_job *job, bool reply)
+{
+	struct dir_client *c = job->client;
+
+	c->srv->auth_queued--;
+	if (reply && c->conn != NULL) {
+		enum ipc_auth_result res = job->result == 1 ? IPC_AUTH_OK :
+					   job->result == 0 ? IPC_AUTH_FAIL :
+					   IPC_AUTH_TEMPFAIL;
+		if (job->result < 0)
+			log_error("auth user=%s: stored password hash is unusable", job->user);
+		struct ipc_writer w;
+		ipc_writer_init(&w);
+		ipc_put_u32(&w, res);
+		ipc_put_str(&w, job->user);
+		dir_reply(c, job->req_id, &w);
+	}
+	if (--c->auth_pending == 0 && c->conn == NULL)
+		dir_client_unlink_free(c);
+	dir_auth_job_free(job);
+}
+
+static void dir_auth_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dir_server *srv = arg;
+	uint64_t n;
+	ssize_t ret = read(fd, &n, sizeof(n));
+	(void)ret;
+
+	pthread_mutex_lock(&srv->lock);
+	struct dir_auth_job *job = srv->done;
+	srv->done = NULL;
+	pthread_mutex_unlock(&srv->lock);
+	while (job != NULL) {
+		struct dir_auth_job *next = job->next;
+		dir_auth_finish(job, true);
+		job = next;
+	}
+}
+
+static void dir_auth(struct dir_client *c, uint64_t id, const char *user, const char *pw)
+{
+	struct dir_server *srv = c->srv;
+	struct dir_auth_job *job = calloc(1, sizeof(*job));
+	enum ipc_auth_result res = IPC_AUTH_TEMPFAIL;
+
+	if (job == NULL || (job->user = strdup(user)) == NULL ||
+	    (job->password = strdup(pw)) == NULL)
+		goto fail;
+	str_lcase(job->user);
+	if (srv->auth_queued >= DIR_AUTH_QUEUE_MAX) {
+		log_error("auth: %u password checks pending; answering tempfail",
+			  srv->auth_queued);
+		goto fail;
+	}
+	if (account_user_get_hash(srv->db, job->user, &job->hash) < 0) {
+		log_error("auth user=%s: database error", job->user);
+		goto fail;
+	}
+	job->client = c;
+	job->req_id = id;
+	c->auth_pending++;
+	srv->auth_queued++;
+	pthread_mutex_lock(&srv->lock);
+	*srv->todo_tail = job;
+	srv->todo_tail = &job->next;
+	pthread_cond_signal(&srv->cond);
+	pthread_mutex_unlock(&srv->lock);
+	return;
+fail:;
+	struct ipc_writer w;
+	ipc_writer_init(&w);
+	ipc_put_u32(&w, res);
+	ipc_put_str(&w, job != NULL ? job->user : NULL);
+	dir_reply(c, id, &w);
+	if (job != NULL)
+		dir_auth_job_free(job);
+}
+
+/* ---- requests ---- */
+
+static void dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
+			 struct ipc_reader *r, void *ctx)
+{
+	struct dir_client *c = ctx;
+	const char *a = NULL, *b = NULL;
+
+	switch (type) {
+	case IPC_DIR_CONNECT:
+	case IPC_DIR_DISCONNECT:
+	case IPC_DIR_RCPT:
+		a = ipc_get_str(r);
+		break;
+	case IPC_DIR_AUTH:
+	case IPC_DIR_SENDER:
+		a = ipc_get_str(r);
+		b = ipc_get_str(r);
+		break;
+	default:
+		log_warn("unexpected frame type=%" PRIu32 " id=%" PRIu64, type, id);
+		return;
+	}
+	if (r->error || a == NULL ||
+	    ((type == IPC_DIR_AUTH || type == IPC_DIR_SENDER) && b == NULL)) {
+		log_warn("malformed frame type=%" PRIu32 " id=%" PRIu64, type, id);
+		goto out;
+	}
+	switch (type) {
+	case IPC_DIR_CONNECT:
+		dir_reply_u32(c, id, dir_connect(c, a));
+		break;
+	case IPC_DIR_DISCONNECT:
+		dir_disconnect(c, a);
+		break;
+	case IPC_DIR_RCPT:
+		dir_rcpt(c, id, a);
+		break;
+	case IPC_DIR_AUTH:
+		dir_auth(c, id, a, b);
+		break;
+	case IPC_DIR_SENDER: {
+		int ret = account_sender_allowed(c->srv->db, a, b);
+		if (ret < 0)
+			log_error("sender user=%s sender=%s: lookup failed", a, b);
+		dir_reply_u32(c, id, ret < 0 ? 2 : (uint32_t)ret);
+		break;
+	}
+	}
+out:
+	/* dir_auth() copied the password; wipe it from the frame too (evbuffer
+	 * memory, writable although the reader hands it out as const). */
+	if (type == IPC_DIR_AUTH && b != NULL)
+		secure_zero((char *)b, strlen(b));
+}
+
+static void dir_accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct dir_server *srv = arg;
+
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_error("accept on %s: %s", DIR_SOCKET, strerror(errno));
+			return;
+		}
+		struct dir_client *c = calloc(1, sizeof(*c));
+		if (c == NULL || (c->conn = ipc_conn_new(srv->base, fd, dir_frame_cb,
+							 dir_client_close_cb, c)) == NULL) {
+			log_error("accept: out of memory");
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->srv = srv;
+		c->next = srv->clients;
+		if (c->next != NULL)
+			c->next->prev = c;
+		srv->clients = c;
+	}
+}
+
+static void dir_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct dir_server *srv = arg;
+	log_info("signal %d: stopping", (int)sig);
+	event_base_loopexit(srv->base, NULL);
+}
+
+/* ---- main ---- */
+
+int directory_main(const struct config *cfg)
+{
+	struct dir_server srv = { .cfg = cfg, .done_fd = -1 };
+	const char *error;
+	int lfd = -1, ret = 1;
+
+	srv.todo_tail = &srv.todo;
+	pthread_mutex_init(&srv.lock, NULL);
+	pthread_cond_init(&srv.cond, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (account_db_open(cfg->db_path, true, &srv.db, &error) < 0) {
+		log_error("account db %s: %s", cfg->db_path, error);
+		goto out;
+	}
+	if ((srv.base = event_base_new()) == NULL) {
+		log_error("event_base_new failed");
+		goto out;
+	}
+	if ((lfd = ipc_listen_unix(DIR_SOCKET)) < 0) {
+		log_error("listen on %s: %s", DIR_SOCKET, strerror(errno));
+		goto out;
+	}
+	if ((srv.done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		log_error("eventfd: %s", strerror(errno));
+		goto out;
+	}
+	srv.listen_ev = event_new(srv.base, lfd, EV_READ | EV_PERSIST, dir_accept_cb, &srv);
+	srv.done_ev = event_new(srv.base, srv.done_fd, EV_READ | EV_PERSIST,
+				dir_auth_done_cb, &srv);
+	srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, dir_signal_cb, &srv);
+	srv.sigint_ev = evsignal_new(srv.base, SIGINT, dir_signal_cb, &srv);
+	if (srv.listen_ev == NULL || srv.done_ev == NULL || srv.sigterm_ev == NULL ||
+	    srv.sigint_ev == NULL || event_add(srv.listen_ev, NULL) < 0 ||
+	    event_add(srv.done_ev, NULL) < 0 || event_add(srv.sigterm_ev, NULL) < 0 ||
+	    event_add(srv.sigint_ev, NULL) < 0) {
+		log_error("cannot set up events");
+		goto out;
+	}
+
+	/* Workers get no signals: the loop thread handles them. */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned want = ncpu < DIR_AUTH_THREADS_MIN ? DIR_AUTH_THREADS_MIN :
+			ncpu > DIR_AUTH_THREADS_MAX ? DIR_AUTH_THREADS_MAX : (unsigned)ncpu;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	while (srv.nthreads < want &&
+	       pthread_create(&srv.threads[srv.nthreads], NULL, dir_auth_thread, &srv) == 0)
+		srv.nthreads++;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (srv.nthreads == 0) {
+		log_error("cannot start password check threads");
+		goto out;
+	}
+
+	log_info("ready socket=%s auth_threads=%u", DIR_SOCKET, srv.nthreads);
+	if (event_base_dispatch(srv.base) < 0)
+		log_error("event loop failed");
+	else
+		ret = 0;
+out:
+	pthread_mutex_lock(&srv.lock);
+	srv.stop = true;
+	pthread_cond_broadcast(&srv.cond);
+	pthread_mutex_unlock(&srv.lock);
+	for (unsigned i = 0; i < srv.nthreads; i++)
+		pthread_join(srv.threads[i], NULL);
+	/* Abandon checks that were not answered; this frees orphaned clients. */
+	while (srv.done != NULL) {
+		struct dir_auth_job *job = srv.done;
+		srv.done = job->next;
+		dir_auth_finish(job, false);
+	}
+	while (srv.todo != NULL) {
+		struct dir_auth_job *job = srv.todo;
+		srv.todo = job->next;
+		dir_auth_finish(job, false);
+	}
+	while (srv.clients != NULL)
+		dir_client_unlink_free(srv.clients);
+	for (size_t i = 0; i < DIR_IP_BUCKETS; i++) {
+		while (srv.ips[i] != NULL) {    /* only if counts leaked: a bug */
+			struct dir_ip *e = srv.ips[i];
+			srv.ips[i] = e->next;
+			free(e);
+		}
+	}
+	struct event *evs[] = { srv.listen_ev, srv.done_ev, srv.sigterm_ev, srv.sigint_ev };
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		if (evs[i] != NULL)
+			event_free(evs[i]);
+	if (lfd >= 0)
+		close(lfd);
+	if (srv.done_fd >= 0)
+		close(srv.done_fd);
+	if (srv.base != NULL)
+		event_base_free(srv.base);
+	account_db_close(&srv.db);
+	pthread_mutex_destroy(&srv.lock);
+	pthread_cond_destroy(&srv.cond);
+	return ret;
+}

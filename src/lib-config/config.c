@@ -1,0 +1,364 @@
+/*
+ * config.c — parser and validator of postern.conf (see config.h).
+ *
+ * Runs in the master (serve) and in every CLI command. The settings table is
+ * the single list of keys: name, type, default, where the value goes.
+ * docs/config.md documents the same keys.
+ */
+#include "lib-config/config.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/buf.h"
+#include "lib/limits.h"
+#include "lib/util.h"
+
+enum setting_type { SET_STRING, SET_PATH, SET_ADDRESS, SET_UINT, SET_SIZE, SET_DURATION,
+		    SET_BARE_LF, SET_LOG_TARGET, SET_LOG_LEVEL };
+
+struct setting {
+	const char *key;
+	enum setting_type type;
+	const char *def;        /* NULL: no default (unset) */
+	size_t offset;
+	uint64_t min, max;      /* numeric bounds */
+};
+
+#define S(key, type, def, field, min, max) \
+	{ key, type, def, offsetof(struct config, field), min, max }
+
+static const struct setting settings[] = {
+	S("hostname", SET_STRING, NULL, hostname, 0, 0),
+	S("data_dir", SET_PATH, NULL, data_dir, 0, 0),
+	S("mail_dir", SET_PATH, NULL, mail_dir, 0, 0),
+	S("spool_dir", SET_PATH, NULL, spool_dir, 0, 0),
+	S("db_path", SET_PATH, NULL, db_path, 0, 0),
+	S("user", SET_STRING, NULL, run_user, 0, 0),
+	S("log", SET_LOG_TARGET, "stderr", log_target, 0, 0),
+	S("log_level", SET_LOG_LEVEL, "info", log_level, 0, 0),
+	S("smtpd_workers", SET_UINT, "0", smtpd_workers, 0, 64),
+	S("listen.smtp", SET_ADDRESS, NULL, listen[LISTENER_SMTP], 0, 0),
+	S("listen.submission", SET_ADDRESS, NULL, listen[LISTENER_SUBMISSION], 0, 0),
+	S("listen.submissions", SET_ADDRESS, NULL, listen[LISTENER_SUBMISSIONS], 0, 0),
+	S("listen.imap", SET_ADDRESS, NULL, listen[LISTENER_IMAP], 0, 0),
+	S("listen.imaps", SET_ADDRESS, NULL, listen[LISTENER_IMAPS], 0, 0),
+	S("listen.pop3", SET_ADDRESS, NULL, listen[LISTENER_POP3], 0, 0),
+	S("listen.pop3s", SET_ADDRESS, NULL, listen[LISTENER_POP3S], 0, 0),
+	S("listen.http", SET_ADDRESS, NULL, listen[LISTENER_HTTP], 0, 0),
+	S("tls.cert", SET_PATH, NULL, tls_cert, 0, 0),
+	S("tls.key", SET_PATH, NULL, tls_key, 0, 0),
+	S("smtp.max_message_size", SET_SIZE, "25M", max_message_size, 1024, 2ull << 30),
+	S("smtp.max_line_length", SET_UINT, "4096", max_line_length, 78, 1u << 20),
+	S("smtp.max_recipients", SET_UINT, "100", max_recipients, 1, 100000),
+	S("smtp.max_connections", SET_UINT, "1000", max_connections, 1, 1000000),
+	S("smtp.max_connections_per_ip", SET_UINT, "50", max_connections_per_ip, 1, 1000000),
+	S("smtp.max_errors", SET_UINT, "10", max_errors, 1, 1000),
+	S("smtp.command_timeout", SET_DURATION, "300", command_timeout, 1, 86400),
+	S("smtp.data_timeout", SET_DURATION, "600", data_timeout, 1, 86400),
+	S("smtp.max_auth_failures", SET_UINT, "3", max_auth_failures, 1, 100),
+	S("smtp.bare_lf", SET_BARE_LF, "reject", bare_lf, 0, 0),
+};
+
+static const char *const listener_names[LISTENER_COUNT] = {
+	"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http",
+};
+
+static const char *const listener_defaults[LISTENER_COUNT] = {
+	"127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465", "127.0.0.1:2143",
+	"127.0.0.1:2993", "127.0.0.1:2110", "127.0.0.1:2995", "127.0.0.1:8080",
+};
+
+const char *listener_kind_name(enum listener_kind kind)
+{
+	return (unsigned)kind < LISTENER_COUNT ? listener_names[kind] : NULL;
+}
+
+int listener_kind_parse(const char *name, enum listener_kind *kind_r)
+{
+	for (unsigned i = 0; i < LISTENER_COUNT; i++) {
+		if (strcmp(name, listener_names[i]) == 0) {
+			*kind_r = (enum listener_kind)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *listener_default_address(enum listener_kind kind)
+{
+	return (unsigned)kind < LISTENER_COUNT ? listener_defaults[kind] : NULL;
+}
+
+int config_split_address(const char *addr, char *host_r, size_t host_size, char *port_r,
+			 size_t port_size)
+{
+	const char *colon, *host = addr;
+	size_t host_len;
+
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+		if (end == NULL || end[1] != ':')
+			return -1;
+		host = addr + 1;
+		host_len = (size_t)(end - host);
+		colon = end + 1;
+	} else {
+		colon = strrchr(addr, ':');
+		if (colon == NULL || memchr(addr, ':', (size_t)(colon - addr)) != NULL)
+			return -1;
+		host_len = (size_t)(colon - addr);
+	}
+	uint64_t port;
+	if (host_len == 0 || host_len >= host_size || str_to_u64(colon + 1, &port) < 0 ||
+	    port == 0 || port > 65535 || strlen(colon + 1) >= port_size)
+		return -1;
+	memcpy(host_r, host, host_len);
+	host_r[host_len] = '\0';
+	memcpy(port_r, colon + 1, strlen(colon + 1) + 1);
+	return 0;
+}
+
+/* Stores value into the field; returns NULL or a reason. */
+static const char *setting_apply(struct config *cfg, const struct setting *s, const char *value)
+{
+	char *field = (char *)cfg + s->offset;
+	uint64_t n;
+
+	switch (s->type) {
+	case SET_STRING:
+	case SET_PATH:
+	case SET_LOG_TARGET:
+	case SET_LOG_LEVEL:
+	case SET_ADDRESS: {
+		if (s->type == SET_PATH && value[0] != '/')
+			return "must be an absolute path";
+		if (s->type == SET_LOG_TARGET && strcmp(value, "stderr") != 0 &&
+		    strcmp(value, "syslog") != 0)
+			return "must be stderr or syslog";
+		if (s->type == SET_LOG_LEVEL && strcmp(value, "debug") != 0 &&
+		    strcmp(value, "info") != 0 && strcmp(value, "warn") != 0 &&
+		    strcmp(value, "error") != 0)
+			return "must be debug, info, warn or error";
+		char **str = (char **)(void *)field;
+		free(*str);
+		*str = NULL;
+		if (s->type == SET_ADDRESS) {
+			char host[256], port[8];
+			if (strcmp(value, "off") == 0)
+				return NULL;
+			if (config_split_address(value, host, sizeof(host), port, sizeof(port)) < 0)
+				return "must be ADDR:PORT, [IPV6]:PORT or off";
+		}
+		if (s->type == SET_STRING && value[0] == '\0')
+			return NULL;
+		*str = strdup(value);
+		return *str == NULL ? "out of memory" : NULL;
+	}
+	case SET_UINT:
+	case SET_DURATION:
+		if ((s->type == SET_UINT ? str_to_u64(value, &n) : str_to_duration(value, &n)) < 0)
+			return s->type == SET_UINT ? "must be a non-negative integer"
+						   : "must be a duration (e.g. 30, 30s, 5m, 1h)";
+		if (n < s->min || n > s->max)
+			return "value out of range";
+		*(unsigned *)(void *)field = (unsigned)n;
+		return NULL;
+	case SET_SIZE:
+		if (str_to_size(value, &n) < 0)
+			return "must be a size in bytes (suffix K, M or G allowed)";
+		if (n < s->min || n > s->max)
+			return "value out of range";
+		*(uint64_t *)(void *)field = n;
+		return NULL;
+	case SET_BARE_LF:
+		if (strcmp(value, "reject") == 0)
+			cfg->bare_lf = BARE_LF_REJECT;
+		else if (strcmp(value, "normalize") == 0)
+			cfg->bare_lf = BARE_LF_NORMALIZE;
+		else
+			return "must be reject or normalize";
+		return NULL;
+	}
+	return "unknown setting type";
+}
+
+static const struct setting *setting_find(const char *key)
+{
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		if (strcmp(settings[i].key, key) == 0)
+			return &settings[i];
+	}
+	return NULL;
+}
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t len = strlen(s);
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\r'))
+		s[--len] = '\0';
+	return s;
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+	struct buf b;
+	buf_init(&b, 4096);
+	if (buf_printf(&b, "%s/%s", dir, name) < 0) {
+		buf_free(&b);
+		return NULL;
+	}
+	return b.data;
+}
+
+int config_load(const char *path, struct config **config_r, char **errors_r)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	char *text = NULL;
+	bool seen[sizeof(settings) / sizeof(settings[0])] = { false };
+	struct buf errors;
+	buf_init(&errors, 64 * 1024);
+
+	*config_r = NULL;
+	*errors_r = NULL;
+	if (cfg == NULL) {
+		*errors_r = strdup("out of memory");
+		return -1;
+	}
+	cfg->path = strdup(path);
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		if (settings[i].def != NULL)
+			(void)setting_apply(cfg, &settings[i], settings[i].def);
+	}
+	if (read_file(path, 1024 * 1024, &text, NULL) < 0) {
+		buf_printf(&errors, "%s: cannot read: %s\n", path, strerror(errno));
+		goto out;
+	}
+
+	unsigned lineno = 0;
+	char *next = text;
+	while (next != NULL && *next != '\0') {
+		char *line = next;
+		char *nl = strchr(line, '\n');
+		next = nl != NULL ? nl + 1 : NULL;
+		if (nl != NULL)
+			*nl = '\0';
+		lineno++;
+		line = trim(line);
+		if (*line == '\0' || *line == '#')
+			continue;
+		char *eq = strchr(line, '=');
+		if (eq == NULL) {
+			buf_printf(&errors, "%s:%u: expected \"key = value\"\n", path, lineno);
+			continue;
+		}
+		*eq = '\0';
+		char *key = trim(line), *value = trim(eq + 1);
+		const struct setting *s = setting_find(key);
+		if (s == NULL) {
+			buf_printf(&errors, "%s:%u: unknown key \"%s\"\n", path, lineno, key);
+			continue;
+		}
+		size_t idx = (size_t)(s - settings);
+		if (seen[idx]) {
+			buf_printf(&errors, "%s:%u: duplicate key \"%s\"\n", path, lineno, key);
+			continue;
+		}
+		seen[idx] = true;
+		const char *reason = setting_apply(cfg, s, value);
+		if (reason != NULL)
+			buf_printf(&errors, "%s:%u: %s: %s\n", path, lineno, key, reason);
+	}
+
+	if (errors.len == 0) {
+		if (cfg->data_dir == NULL)
+			buf_printf(&errors, "%s: data_dir is required\n", path);
+		if (cfg->hostname == NULL)
+			buf_printf(&errors, "%s: hostname is required\n", path);
+		bool tls_needed = cfg->listen[LISTENER_SMTP] || cfg->listen[LISTENER_SUBMISSION] ||
+				  cfg->listen[LISTENER_SUBMISSIONS];
+		if (tls_needed && (cfg->tls_cert == NULL || cfg->tls_key == NULL))
+			buf_printf(&errors, "%s: tls.cert and tls.key are required\n", path);
+	}
+	if (errors.len == 0) {
+		if (cfg->mail_dir == NULL)
+			cfg->mail_dir = path_join(cfg->data_dir, "mail");
+		if (cfg->spool_dir == NULL)
+			cfg->spool_dir = path_join(cfg->data_dir, "spool");
+		if (cfg->db_path == NULL)
+			cfg->db_path = path_join(cfg->data_dir, "postern.db");
+	}
+out:
+	free(text);
+	if (errors.len > 0) {
+		*errors_r = errors.data;
+		config_free(&cfg);
+		return -1;
+	}
+	buf_free(&errors);
+	*config_r = cfg;
+	return 0;
+}
+
+void config_free(struct config **cfgp)
+{
+	struct config *cfg = *cfgp;
+	if (cfg == NULL)
+		return;
+	*cfgp = NULL;
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		switch (settings[i].type) {
+		case SET_STRING:
+		case SET_PATH:
+		case SET_ADDRESS:
+		case SET_LOG_TARGET:
+		case SET_LOG_LEVEL:
+			free(*(char **)(void *)((char *)cfg + settings[i].offset));
+			break;
+		default:
+			break;
+		}
+	}
+	free(cfg->path);
+	free(cfg);
+}
+
+int config_write_default(const char *path, const struct config_init *init)
+{
+	struct buf b;
+	buf_init(&b, 64 * 1024);
+	buf_printf(&b,
+		   "# Postern configuration, written by `postern init`.\n"
+		   "# Every key is documented in docs/config.md.\n\n"
+		   "hostname = %s\n"
+		   "data_dir = %s\n\n"
+		   "# Listeners: ADDR:PORT, [IPV6]:PORT, or off.\n",
+		   init->hostname, init->data_dir);
+	for (unsigned i = 0; i < LISTENER_COUNT; i++) {
+		const char *v = init->listen[i] != NULL ? init->listen[i] : listener_defaults[i];
+		buf_printf(&b, "listen.%s = %s\n", listener_names[i], v);
+	}
+	buf_printf(&b,
+		   "\ntls.cert = %s\n"
+		   "tls.key = %s\n\n"
+		   "# Limits (defaults shown).\n"
+		   "smtp.max_message_size = 25M\n"
+		   "smtp.max_recipients = 100\n"
+		   "smtp.max_connections = 1000\n"
+		   "smtp.max_connections_per_ip = 50\n",
+		   init->tls_cert, init->tls_key);
+	int ret = -1;
+	FILE *f = fopen(path, "wx");
+	if (f != NULL) {
+		ret = fwrite(b.data, 1, b.len, f) == b.len ? 0 : -1;
+		if (fclose(f) != 0)
+			ret = -1;
+	}
+	buf_free(&b);
+	return ret;
+}

@@ -1,0 +1,92 @@
+/*
+ * config.h — the one Postern configuration file.
+ *
+ * Format: one "key = value" per line; '#' starts a comment line; blank lines
+ * are ignored. Every key is listed (with type, default and meaning) in the
+ * settings table in config.c and in docs/config.md. Unknown keys, repeated
+ * keys and bad values are errors reported as "FILE:LINE: reason".
+ *
+ * The master parses the file once; children get the parsed struct by fork().
+ */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum listener_kind {
+	LISTENER_SMTP,          /* MX: no AUTH, local recipients only */
+	LISTENER_SUBMISSION,    /* STARTTLS + AUTH required (587-style) */
+	LISTENER_SUBMISSIONS,   /* implicit TLS + AUTH required (465-style) */
+	LISTENER_IMAP,
+	LISTENER_IMAPS,
+	LISTENER_POP3,
+	LISTENER_POP3S,
+	LISTENER_HTTP,
+	LISTENER_COUNT
+};
+
+enum bare_lf_policy { BARE_LF_REJECT, BARE_LF_NORMALIZE };
+
+struct config {
+	char *path;             /* the file this was read from */
+	char *hostname;
+	char *data_dir;         /* absolute */
+	char *mail_dir;         /* Maildirs: MAIL_DIR/<domain>/<localpart>/ */
+	char *spool_dir;
+	char *db_path;
+	char *run_user;         /* NULL: keep the invoking user */
+	char *log_target;       /* "stderr" or "syslog" */
+	char *log_level;
+	unsigned smtpd_workers; /* 0: one per core */
+
+	char *listen[LISTENER_COUNT];   /* "ADDR:PORT" or NULL when off */
+
+	char *tls_cert;
+	char *tls_key;
+
+	uint64_t max_message_size;
+	unsigned max_line_length;
+	unsigned max_recipients;
+	unsigned max_connections;
+	unsigned max_connections_per_ip;
+	unsigned max_errors;
+	unsigned command_timeout;
+	unsigned data_timeout;
+	unsigned max_auth_failures;
+	enum bare_lf_policy bare_lf;
+};
+
+/* "smtp", "submission", ... ; NULL for an out-of-range kind. */
+const char *listener_kind_name(enum listener_kind kind);
+/* Returns 0 and sets *kind_r, or -1 for an unknown name. */
+int listener_kind_parse(const char *name, enum listener_kind *kind_r);
+/* Default "ADDR:PORT" for each listener kind (unprivileged loopback ports). */
+const char *listener_default_address(enum listener_kind kind);
+
+/*
+ * Reads and validates path. On success returns 0 and a config owned by the
+ * caller (free with config_free()). On failure returns -1 and *errors_r, a
+ * malloc'ed text with one "FILE:LINE: reason" line per problem.
+ */
+int config_load(const char *path, struct config **config_r, char **errors_r);
+void config_free(struct config **config);
+
+/* Splits "ADDR:PORT" / "[V6]:PORT" into host and port. 0 or -1. */
+int config_split_address(const char *addr, char *host_r, size_t host_size, char *port_r,
+			 size_t port_size);
+
+/* Writes the documented default config file for `postern init`; the values
+ * given override defaults (listen[] entries may be "off"). 0 or -1 + errno. */
+struct config_init {
+	const char *hostname;
+	const char *domain;
+	const char *data_dir;
+	const char *listen[LISTENER_COUNT];
+	const char *tls_cert;
+	const char *tls_key;
+};
+int config_write_default(const char *path, const struct config_init *init);
+
+#endif

@@ -1,0 +1,117 @@
+/*
+ * ipc.h — the only way Postern processes talk to each other.
+ *
+ * Processes connect over Unix stream sockets in DATA/run/ (mode 0700): the
+ * directory and the queue listen, smtpd workers and the deliverer connect.
+ * (A restarted child simply reconnects; see docs/architecture.md.)
+ *
+ * A frame is a fixed header (type, payload length, request id) and a payload
+ * of typed fields: u32, u64 and strings (length-prefixed, NUL-terminated, may
+ * be absent). Every read is length-checked; a malformed frame closes the
+ * connection. Every message type that crosses processes is declared here.
+ */
+#ifndef POSTERN_IPC_H
+#define POSTERN_IPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+
+struct event_base;
+
+enum ipc_type {
+	/* smtpd -> directory ("anvil" + accounts) */
+	IPC_DIR_CONNECT = 100,   /* str ip -> REPLY u32 enum ipc_conn_verdict */
+	IPC_DIR_DISCONNECT,      /* str ip; no reply */
+	IPC_DIR_RCPT,            /* str address -> REPLY u32 enum ipc_rcpt_result, u32 n, n * (str address, u32 local) */
+	IPC_DIR_AUTH,            /* str user, str password -> REPLY u32 enum ipc_auth_result, str canonical user */
+	IPC_DIR_SENDER,          /* str user, str sender -> REPLY u32 allowed (1/0), or 2 on error */
+	IPC_DIR_REPLY,
+
+	/* smtpd -> queue: one transaction per request id */
+	IPC_Q_BEGIN = 200,       /* envelope: str sender, str helo, str client_ip, str auth_user,
+				    u32 flags (IPC_ENV_*), str envid, str ret, u32 n,
+				    n * (str address, str mailbox, str orcpt, str notify)
+				    -> IPC_Q_BEGIN_REPLY u32 status, str id-or-reason */
+	IPC_Q_DATA,              /* raw message bytes (no framing inside) */
+	IPC_Q_END,               /* -> IPC_Q_END_REPLY u32 status, str id-or-reason; the reply
+				    comes only after the spool file and directory are fsync'ed */
+	IPC_Q_ABORT,             /* no reply */
+	IPC_Q_BEGIN_REPLY,
+	IPC_Q_END_REPLY,
+
+	/* queue <-> deliver */
+	IPC_DLV_HELLO = 300,     /* deliver -> queue, once after connecting */
+	IPC_DLV_REQUEST,         /* str id, u32 rcpt index, str mailbox, str maildir path,
+				    u32 flags (IPC_DLV_RECOVERED: check for an earlier copy first) */
+	IPC_DLV_RESULT,          /* str id, u32 rcpt index, u32 enum ipc_dlv_status, str text */
+};
+
+/* IPC_Q_BEGIN flags */
+#define IPC_ENV_SMTPUTF8   0x1u
+#define IPC_ENV_8BITMIME   0x2u
+/* IPC_Q_*_REPLY status */
+enum ipc_q_status { IPC_Q_OK, IPC_Q_TEMPFAIL };
+/* IPC_DLV_REQUEST flags */
+#define IPC_DLV_RECOVERED  0x1u
+
+enum ipc_conn_verdict { IPC_CONN_OK, IPC_CONN_TOO_MANY, IPC_CONN_TOO_MANY_FROM_IP };
+enum ipc_rcpt_result { IPC_RCPT_OK, IPC_RCPT_NO_SUCH_USER, IPC_RCPT_NOT_LOCAL, IPC_RCPT_TEMPFAIL };
+enum ipc_auth_result { IPC_AUTH_OK, IPC_AUTH_FAIL, IPC_AUTH_TEMPFAIL };
+enum ipc_dlv_status { IPC_DLV_OK, IPC_DLV_TEMPFAIL, IPC_DLV_PERMFAIL };
+
+/* ---- payload encoding ---- */
+struct ipc_writer {
+	struct buf b;
+};
+void ipc_writer_init(struct ipc_writer *w);
+void ipc_writer_free(struct ipc_writer *w);
+/* These never fail visibly: an over-long payload makes ipc_send() fail. */
+void ipc_put_u32(struct ipc_writer *w, uint32_t v);
+void ipc_put_u64(struct ipc_writer *w, uint64_t v);
+void ipc_put_str(struct ipc_writer *w, const char *s);   /* NULL is encoded as absent */
+void ipc_put_bytes(struct ipc_writer *w, const void *data, size_t len);
+
+struct ipc_reader {
+	const unsigned char *p;
+	size_t left;
+	bool error;              /* sticky: set by any read past the end or bad string */
+};
+uint32_t ipc_get_u32(struct ipc_reader *r);
+uint64_t ipc_get_u64(struct ipc_reader *r);
+/* Returns a NUL-terminated string inside the payload (valid during the
+ * callback), or NULL when absent or on error (check r->error). */
+const char *ipc_get_str(struct ipc_reader *r);
+/* Bytes: returns a pointer into the payload and its length. */
+const void *ipc_get_bytes(struct ipc_reader *r, size_t *len_r);
+
+/* ---- connections ---- */
+struct ipc_conn;
+typedef void ipc_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
+			  struct ipc_reader *payload, void *ctx);
+/* Called once when the peer closes or the connection breaks; the callee
+ * must ipc_conn_free() the connection. */
+typedef void ipc_close_cb(struct ipc_conn *conn, void *ctx);
+
+struct ipc_conn *ipc_conn_new(struct event_base *base, int fd, ipc_frame_cb *frame_cb,
+			      ipc_close_cb *close_cb, void *ctx);
+void ipc_conn_free(struct ipc_conn **conn);
+void ipc_conn_set_ctx(struct ipc_conn *conn, void *ctx);
+void *ipc_conn_ctx(struct ipc_conn *conn);
+/* Queues one frame; 0 or -1 (payload too large). */
+int ipc_send(struct ipc_conn *conn, uint32_t type, uint64_t id, const struct ipc_writer *w);
+int ipc_send_raw(struct ipc_conn *conn, uint32_t type, uint64_t id, const void *payload,
+		 size_t len);
+/* Bytes queued for the peer and not yet written (for back-pressure). */
+size_t ipc_conn_pending(struct ipc_conn *conn);
+
+/* Creates a listening Unix socket at path (relative to the cwd; replaces a
+ * stale one). Returns the fd or -1 with errno. */
+int ipc_listen_unix(const char *path);
+/* Connects to path, retrying for up to timeout_ms while the peer starts.
+ * Returns a non-blocking fd or -1. */
+int ipc_connect_unix(const char *path, int timeout_ms);
+
+#endif

@@ -1,0 +1,475 @@
+/*
+ * master.c — the master process: binds the listening sockets (as root or as
+ * the invoking user), forks the children — directory, queue, deliver and
+ * one smtpd worker per core — and supervises them: a child that dies is
+ * restarted with backoff while the others keep serving.
+ *
+ * Signals: SIGTERM/SIGINT stop gracefully (smtpd workers first, so open
+ * transactions can finish, then the queue, deliverer and directory);
+ * SIGHUP re-reads the configuration and replaces the smtpd workers: the old
+ * ones stop accepting and finish their sessions, new ones start with the new
+ * configuration and certificates. A configuration with errors is reported
+ * and the running one stays.
+ */
+#include "master/master.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <ftw.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+
+#include <event2/event.h>
+
+#include "deliver/deliver.h"
+#include "directory/directory.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "queue/queue.h"
+#include "smtpd/smtpd.h"
+
+enum child_role { ROLE_DIRECTORY, ROLE_QUEUE, ROLE_DELIVER, ROLE_SMTPD };
+static const char *const role_names[] = { "directory", "queue", "deliver", "smtpd" };
+
+#define MASTER_MAX_CHILDREN 80
+
+struct child {
+	enum child_role role;
+	pid_t pid;                 /* 0: not running */
+	bool retiring;             /* replaced after a reload: not restarted */
+	bool used;
+	time_t started;
+	unsigned backoff;          /* seconds before the next restart */
+	struct event *restart_ev;
+};
+
+static struct {
+	struct config *cfg;
+	struct event_base *base;
+	struct smtpd_listener listeners[LISTENER_COUNT * 4];
+	unsigned nlisteners;
+	struct child children[MASTER_MAX_CHILDREN];
+	uid_t uid;
+	gid_t gid;
+	bool drop;
+	bool stopping;
+	int stop_stage;
+	struct event *stop_timer;
+	struct event *sigs[4];
+} M;
+
+/* Frees the master's events and loop: at exit, and in a freshly forked
+ * child, which builds its own loop (libevent allows one signal base). */
+static void master_free_events(void)
+{
+	for (size_t i = 0; i < sizeof(M.sigs) / sizeof(M.sigs[0]); i++) {
+		if (M.sigs[i] != NULL)
+			event_free(M.sigs[i]);
+		M.sigs[i] = NULL;
+	}
+	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		if (M.children[i].used) {
+			event_free(M.children[i].restart_ev);
+			M.children[i].used = false;
+		}
+	}
+	if (M.stop_timer != NULL)
+		event_free(M.stop_timer);
+	M.stop_timer = NULL;
+	if (M.base != NULL)
+		event_base_free(M.base);
+	M.base = NULL;
+}
+
+static int master_bind(const char *addr, enum listener_kind kind)
+{
+	char host[256], port[8];
+	struct addrinfo hints, *res = NULL;
+	if (config_split_address(addr, host, sizeof(host), port, sizeof(port)) < 0)
+		fatal("listen.%s: bad address %s", listener_kind_name(kind), addr);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	int ret = getaddrinfo(host, port, &hints, &res);
+	if (ret != 0)
+		fatal("listen.%s: %s: %s", listener_kind_name(kind), addr, gai_strerror(ret));
+	int bound = 0;
+	for (struct addrinfo *ai = res; ai != NULL && M.nlisteners < sizeof(M.listeners) /
+					sizeof(M.listeners[0]); ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 511) < 0) {
+			int saved = errno;
+			close(fd);
+			freeaddrinfo(res);
+			fatal("listen.%s: cannot bind %s: %s", listener_kind_name(kind), addr,
+			      strerror(saved));
+		}
+		M.listeners[M.nlisteners].fd = fd;
+		M.listeners[M.nlisteners].kind = kind;
+		M.nlisteners++;
+		bound++;
+	}
+	freeaddrinfo(res);
+	return bound;
+}
+
+static int chown_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)flag;
+	(void)ftw;
+	if (st->st_uid != M.uid || st->st_gid != M.gid) {
+		if (lchown(path, M.uid, M.gid) < 0)
+			log_warn("chown %s: %s", path, strerror(errno));
+	}
+	return 0;
+}
+
+static void master_prepare_user(void)
+{
+	if (M.cfg->run_user == NULL) {
+		if (geteuid() == 0)
+			log_warn("running as root without `user = ...`: children keep root "
+				 "privileges; set user to an unprivileged account");
+		return;
+	}
+	if (geteuid() != 0) {
+		log_warn("user = %s ignored: not started as root", M.cfg->run_user);
+		return;
+	}
+	struct passwd *pw = getpwnam(M.cfg->run_user);
+	if (pw == NULL)
+		fatal("user %s does not exist", M.cfg->run_user);
+	M.uid = pw->pw_uid;
+	M.gid = pw->pw_gid;
+	M.drop = true;
+	/* Everything under the data directory belongs to the run user. */
+	nftw(M.cfg->data_dir, chown_cb, 32, FTW_PHYS);
+}
+
+static void master_drop_privileges(void)
+{
+	if (!M.drop)
+		return;
+	if (setgroups(0, NULL) < 0 || setgid(M.gid) < 0 || setuid(M.uid) < 0)
+		fatal("cannot drop privileges to %s: %s", M.cfg->run_user, strerror(errno));
+	if (setuid(0) == 0)
+		fatal("privileges were not dropped");
+}
+
+static unsigned master_smtpd_count(void)
+{
+	if (M.cfg->smtpd_workers > 0)
+		return M.cfg->smtpd_workers;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 16 ? 16 : (unsigned)n;
+}
+
+static void master_child_run(enum child_role role)
+{
+	/* In the child: default signals, own logging identity, fewer rights. */
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	}
+	log_set_role(role_names[role]);
+	/* The epoll set is shared with the master after fork: give the child
+	 * its own before freeing anything, or the deletes would reach into
+	 * the master's loop. */
+	if (event_reinit(M.base) < 0)
+		fatal("event_reinit failed");
+	master_free_events();
+	if (role != ROLE_SMTPD) {
+		for (unsigned i = 0; i < M.nlisteners; i++)
+			close(M.listeners[i].fd);
+	}
+	master_drop_privileges();
+	int status = 1;
+	switch (role) {
+	case ROLE_DIRECTORY:
+		status = directory_main(M.cfg);
+		break;
+	case ROLE_QUEUE:
+		status = queue_main(M.cfg);
+		break;
+	case ROLE_DELIVER:
+		status = deliver_main(M.cfg);
+		break;
+	case ROLE_SMTPD:
+		status = smtpd_main(M.cfg, M.listeners, M.nlisteners);
+		for (unsigned i = 0; i < M.nlisteners; i++)
+			close(M.listeners[i].fd);
+		break;
+	}
+	config_free(&M.cfg);
+	exit(status);
+}
+
+static void master_spawn(struct child *c)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		c->backoff = c->backoff == 0 ? 1 : c->backoff;
+		struct timeval tv = { c->backoff, 0 };
+		event_add(c->restart_ev, &tv);
+		return;
+	}
+	if (pid == 0) {
+		/* The child's copy of the master's event loop must not fire. */
+		master_child_run(c->role);
+	}
+	c->pid = pid;
+	c->started = time(NULL);
+	log_info("started %s pid=%ld", role_names[c->role], (long)pid);
+}
+
+static void master_restart_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct child *c = arg;
+	(void)fd;
+	(void)what;
+	if (!M.stopping && c->pid == 0 && !c->retiring)
+		master_spawn(c);
+}
+
+static struct child *master_child_new(enum child_role role)
+{
+	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		struct child *c = &M.children[i];
+		if (c->used)
+			continue;
+		memset(c, 0, sizeof(*c));
+		c->used = true;
+		c->role = role;
+		c->restart_ev = evtimer_new(M.base, master_restart_cb, c);
+		return c;
+	}
+	return NULL;
+}
+
+static void master_child_release(struct child *c)
+{
+	event_free(c->restart_ev);
+	c->used = false;
+}
+
+static bool master_any_running(bool smtpd_only)
+{
+	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		const struct child *c = &M.children[i];
+		if (c->used && c->pid != 0 && (!smtpd_only || c->role == ROLE_SMTPD))
+			return true;
+	}
+	return false;
+}
+
+static void master_signal_children(int sig, bool smtpd)
+{
+	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		const struct child *c = &M.children[i];
+		if (c->used && c->pid != 0 && (c->role == ROLE_SMTPD) == smtpd)
+			kill(c->pid, sig);
+	}
+}
+
+static void master_stop_step(void)
+{
+	/* Stage 1: smtpd workers finish what they accepted. Stage 2: the
+	 * back-end processes. Then the loop ends. */
+	if (M.stop_stage == 1 && !master_any_running(true)) {
+		M.stop_stage = 2;
+		master_signal_children(SIGTERM, false);
+		struct timeval tv = { 10, 0 };
+		event_add(M.stop_timer, &tv);
+	}
+	if (M.stop_stage == 2 && !master_any_running(false))
+		event_base_loopbreak(M.base);
+}
+
+static void master_stop_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_warn("children did not stop in time; killing stage %d", M.stop_stage);
+	master_signal_children(SIGKILL, M.stop_stage == 1);
+}
+
+static void master_sigchld_cb(evutil_socket_t sig, short what, void *arg)
+{
+	int status;
+	pid_t pid;
+	(void)sig;
+	(void)what;
+	(void)arg;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct child *c = NULL;
+		for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
+			if (M.children[i].used && M.children[i].pid == pid)
+				c = &M.children[i];
+		}
+		if (c == NULL)
+			continue;
+		c->pid = 0;
+		bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		if (WIFSIGNALED(status))
+			log_error("%s pid=%ld killed by signal %d", role_names[c->role], (long)pid,
+				  WTERMSIG(status));
+		else if (!clean || !M.stopping)
+			log_warn("%s pid=%ld exited with status %d", role_names[c->role],
+				 (long)pid, WEXITSTATUS(status));
+		if (M.stopping)
+			continue;
+		if (c->retiring) {
+			master_child_release(c);
+			continue;
+		}
+		/* Restart with backoff: quick after a long life, slower when it
+		 * keeps dying. */
+		time_t lived = time(NULL) - c->started;
+		c->backoff = lived > 30 ? 0 : (c->backoff == 0 ? 1 : c->backoff * 2);
+		if (c->backoff > 30)
+			c->backoff = 30;
+		struct timeval tv = { c->backoff, c->backoff == 0 ? 100000 : 0 };
+		event_add(c->restart_ev, &tv);
+	}
+	if (M.stopping)
+		master_stop_step();
+}
+
+static void master_stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (M.stopping)
+		return;
+	log_info("signal %d: stopping", (int)sig);
+	M.stopping = true;
+	M.stop_stage = 1;
+	master_signal_children(SIGTERM, true);
+	struct timeval tv = { 10, 0 };
+	event_add(M.stop_timer, &tv);
+	master_stop_step();
+}
+
+static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct config *cfg;
+	char *errors;
+	(void)sig;
+	(void)what;
+	(void)arg;
+	if (M.stopping)
+		return;
+	if (config_load(M.cfg->path, &cfg, &errors) < 0) {
+		log_error("reload: configuration has errors, keeping the running one:\n%s", errors);
+		free(errors);
+		return;
+	}
+	for (unsigned i = 0; i < LISTENER_COUNT; i++) {
+		const char *a = M.cfg->listen[i], *b = cfg->listen[i];
+		if ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0))
+			log_warn("reload: listen.%s changed; takes effect after a restart",
+				 listener_kind_name((enum listener_kind)i));
+	}
+	config_free(&M.cfg);
+	M.cfg = cfg;
+	/* Old workers stop accepting and finish their sessions; new ones
+	 * start with the new configuration and certificate. */
+	unsigned n = master_smtpd_count();
+	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		struct child *c = &M.children[i];
+		if (c->used && c->role == ROLE_SMTPD && !c->retiring) {
+			c->retiring = true;
+			if (c->pid != 0)
+				kill(c->pid, SIGUSR1);
+			else
+				master_child_release(c);
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct child *c = master_child_new(ROLE_SMTPD);
+		if (c != NULL)
+			master_spawn(c);
+	}
+	log_info("reload: configuration re-read, smtpd workers replaced");
+}
+
+int master_serve(struct config *cfg)
+{
+	memset(&M, 0, sizeof(M));
+	M.cfg = cfg;
+	if (chdir(cfg->data_dir) < 0)
+		fatal("data_dir %s: %s", cfg->data_dir, strerror(errno));
+	if (mkdir("run", 0700) < 0 && errno != EEXIST)
+		fatal("cannot create %s/run: %s", cfg->data_dir, strerror(errno));
+	if (mkdir_p(cfg->mail_dir, 0700) < 0 || mkdir_p(cfg->spool_dir, 0700) < 0)
+		fatal("cannot create mail or spool directory: %s", strerror(errno));
+	master_prepare_user();
+
+	static const enum listener_kind smtp_kinds[] = { LISTENER_SMTP, LISTENER_SUBMISSION,
+							 LISTENER_SUBMISSIONS };
+	for (unsigned i = 0; i < sizeof(smtp_kinds) / sizeof(smtp_kinds[0]); i++) {
+		const char *addr = cfg->listen[smtp_kinds[i]];
+		if (addr != NULL && master_bind(addr, smtp_kinds[i]) > 0)
+			log_info("listening %s on %s", listener_kind_name(smtp_kinds[i]), addr);
+	}
+	for (unsigned k = LISTENER_IMAP; k < LISTENER_COUNT; k++) {
+		if (cfg->listen[k] != NULL)
+			log_warn("listen.%s = %s: this listener is not implemented yet; ignored",
+				 listener_kind_name((enum listener_kind)k), cfg->listen[k]);
+	}
+	if (M.nlisteners == 0)
+		fatal("no SMTP listener configured");
+
+	M.base = event_base_new();
+	if (M.base == NULL)
+		fatal("event_base_new failed");
+	M.stop_timer = evtimer_new(M.base, master_stop_timer_cb, NULL);
+	M.sigs[0] = evsignal_new(M.base, SIGCHLD, master_sigchld_cb, NULL);
+	M.sigs[1] = evsignal_new(M.base, SIGTERM, master_stop_cb, NULL);
+	M.sigs[2] = evsignal_new(M.base, SIGINT, master_stop_cb, NULL);
+	M.sigs[3] = evsignal_new(M.base, SIGHUP, master_reload_cb, NULL);
+	for (size_t i = 0; i < sizeof(M.sigs) / sizeof(M.sigs[0]); i++)
+		event_add(M.sigs[i], NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* Back-end first: they listen, the others connect (with retries). */
+	master_spawn(master_child_new(ROLE_DIRECTORY));
+	master_spawn(master_child_new(ROLE_QUEUE));
+	master_spawn(master_child_new(ROLE_DELIVER));
+	unsigned n = master_smtpd_count();
+	for (unsigned i = 0; i < n; i++)
+		master_spawn(master_child_new(ROLE_SMTPD));
+	log_info("postern ready: %u smtpd workers", n);
+
+	event_base_dispatch(M.base);
+
+	master_free_events();
+	for (unsigned i = 0; i < M.nlisteners; i++)
+		close(M.listeners[i].fd);
+	config_free(&M.cfg);
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,1022 @@
+/*
+ * smtp-commands.c — the SMTP command table and what each command does in an
+ * smtpd worker (RFC 5321; 1870 SIZE; 2920 PIPELINING; 3030 CHUNKING; 3207
+ * STARTTLS; 4954 AUTH; 6152 8BITMIME; 6531 SMTPUTF8; 2034 enhanced codes).
+ *
+ * Each command has a check step (state, listener, TLS, AUTH rules from the
+ * table flags) and a run step. Commands that need another process (RCPT,
+ * AUTH, MAIL by an authenticated user, DATA/BDAT commit) park the session
+ * until the reply comes back through smtp_dir_reply()/smtp_queue_reply().
+ */
+#include "smtpd/smtpd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "lib/limits.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+/* Table flags. */
+#define CMD_NEED_HELO   0x01u   /* EHLO/HELO first */
+#define CMD_NEED_MAIL   0x02u
+#define CMD_NEED_RCPT   0x04u
+#define CMD_NO_TXN      0x08u   /* not inside a transaction */
+#define CMD_NEED_AUTH   0x10u   /* on submission listeners */
+
+struct smtp_cmd_def {
+	enum smtp_cmd cmd;
+	unsigned flags;
+	void (*run)(struct smtp_session *s, const char *args, size_t len);
+};
+
+#define SESSION_ID(s) ((unsigned long long)(s)->id)
+
+static bool smtp_is_submission(const struct smtp_session *s)
+{
+	return s->kind == LISTENER_SUBMISSION || s->kind == LISTENER_SUBMISSIONS;
+}
+
+static bool smtp_in_txn(const struct smtp_session *s)
+{
+	return s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT ||
+	       s->state == SMTP_STATE_BDAT;
+}
+
+static void smtp_park(struct smtp_session *s, enum smtp_wait wait)
+{
+	s->wait = wait;
+	bufferevent_disable(s->bev, EV_READ);
+}
+
+static void smtp_unpark(struct smtp_session *s)
+{
+	s->wait = SMTP_WAIT_NONE;
+}
+
+/* ---- HELO / EHLO ---- */
+
+static void cmd_helo_common(struct smtp_session *s, const char *args, size_t len, bool esmtp)
+{
+	if (len == 0 || len >= sizeof(s->helo) || !smtp_domain_valid(args, len)) {
+		smtp_reply(s, 501, "5.5.4", "Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+		return;
+	}
+	smtp_transaction_reset(s);
+	memcpy(s->helo, args, len);
+	s->helo[len] = '\0';
+	s->esmtp = esmtp;
+	smtp_session_enter_state(s, SMTP_STATE_READY);
+}
+
+static void cmd_helo(struct smtp_session *s, const char *args, size_t len)
+{
+	cmd_helo_common(s, args, len, false);
+	if (s->state == SMTP_STATE_READY)
+		smtp_reply(s, 250, NULL, "%s", s->server->cfg->hostname);
+}
+
+static void cmd_ehlo(struct smtp_session *s, const char *args, size_t len)
+{
+	cmd_helo_common(s, args, len, true);
+	if (s->state != SMTP_STATE_READY || !s->esmtp)
+		return;
+	const struct config *cfg = s->server->cfg;
+	struct buf b;
+	buf_init(&b, 1024);
+	buf_printf(&b, "%s\nPIPELINING\nSIZE %llu\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\n"
+		       "CHUNKING",
+		   cfg->hostname, (unsigned long long)cfg->max_message_size);
+	if (!s->tls && s->kind != LISTENER_SUBMISSIONS)
+		buf_append_str(&b, "\nSTARTTLS");
+	if (s->tls && smtp_is_submission(s) && s->auth_user == NULL)
+		buf_append_str(&b, "\nAUTH PLAIN LOGIN");
+	smtp_reply(s, 250, NULL, "%s", b.data);
+	buf_free(&b);
+}
+
+/* ---- simple commands ---- */
+
+static void cmd_noop(struct smtp_session *s, const char *args, size_t len)
+{
+	smtp_reply(s, 250, "2.0.0", "Ok");
+}
+
+static void cmd_rset(struct smtp_session *s, const char *args, size_t len)
+{
+	if (len != 0) {
+		smtp_reply(s, 501, "5.5.4", "Syntax: RSET");
+		return;
+	}
+	smtp_transaction_reset(s);
+	if (s->state != SMTP_STATE_GREETED)
+		smtp_session_enter_state(s, SMTP_STATE_READY);
+	smtp_reply(s, 250, "2.0.0", "Ok");
+}
+
+static void cmd_quit(struct smtp_session *s, const char *args, size_t len)
+{
+	smtp_reply(s, 221, "2.0.0", "%s Bye", s->server->cfg->hostname);
+	smtp_session_close(s);
+}
+
+static void cmd_help(struct smtp_session *s, const char *args, size_t len)
+{
+	smtp_reply(s, 214, "2.0.0",
+		   "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS AUTH\n"
+		   "See RFC 5321");
+}
+
+static void cmd_vrfy(struct smtp_session *s, const char *args, size_t len)
+{
+	/* RFC 5321 3.5.3: 252 without saying whether the account exists. */
+	if (len == 0) {
+		smtp_reply(s, 501, "5.5.4", "Syntax: VRFY address");
+		return;
+	}
+	smtp_reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_expn(struct smtp_session *s, const char *args, size_t len)
+{
+	smtp_reply(s, 502, "5.5.1", "EXPN not available");
+}
+
+/* ---- STARTTLS ---- */
+
+static void cmd_starttls(struct smtp_session *s, const char *args, size_t len)
+{
+	if (s->tls || s->kind == LISTENER_SUBMISSIONS) {
+		smtp_reply(s, 503, "5.5.1", "Error: TLS already active");
+		return;
+	}
+	if (len != 0) {
+		smtp_reply(s, 501, "5.5.4", "Syntax: STARTTLS");
+		return;
+	}
+	if (s->server->tls_ctx == NULL) {
+		smtp_reply(s, 454, "4.7.0", "TLS not available");
+		return;
+	}
+	smtp_reply(s, 220, "2.0.0", "Ready to start TLS");
+	if (smtp_session_start_tls(s) < 0) {
+		log_error("session=%llx cannot start TLS", SESSION_ID(s));
+		smtp_session_close(s);
+	}
+}
+
+/* ---- AUTH (RFC 4954) ---- */
+
+enum { AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN };
+
+/* Decodes base64 (strict, RFC 4648) into out; -1 on bad input. */
+static int smtp_b64_decode(const char *in, size_t len, char *out, size_t size, size_t *len_r)
+{
+	if (sodium_base642bin((unsigned char *)out, size - 1, in, len, NULL, len_r, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) != 0)
+		return -1;
+	out[*len_r] = '\0';
+	return 0;
+}
+
+static void smtp_auth_fail(struct smtp_session *s, unsigned code, const char *enh,
+			   const char *text)
+{
+	s->auth_mech = AUTH_NONE;
+	smtp_session_enter_state(s, s->helo[0] != '\0' ? SMTP_STATE_READY : SMTP_STATE_GREETED);
+	smtp_reply(s, code, enh, "%s", text);
+}
+
+static void smtp_auth_submit(struct smtp_session *s, const char *user, const char *password)
+{
+	struct ipc_writer w;
+	if (user[0] == '\0' || password[0] == '\0') {
+		smtp_auth_fail(s, 535, "5.7.8", "Error: authentication failed");
+		return;
+	}
+	ipc_writer_init(&w);
+	ipc_put_str(&w, user);
+	ipc_put_str(&w, password);
+	int ret = ipc_send(s->server->dir, IPC_DIR_AUTH, s->id, &w);
+	secure_zero(w.b.data, w.b.len);
+	ipc_writer_free(&w);
+	if (ret < 0) {
+		smtp_auth_fail(s, 454, "4.7.0", "Temporary authentication failure");
+		return;
+	}
+	free(s->auth_login_user);
+	s->auth_login_user = strdup(user);
+	smtp_park(s, SMTP_WAIT_AUTH);
+}
+
+static void smtp_auth_plain(struct smtp_session *s, const char *b64, size_t len)
+{
+	char dec[SMTP_AUTH_LINE_MAX];
+	size_t n;
+	if (smtp_b64_decode(b64, len, dec, sizeof(dec), &n) < 0) {
+		smtp_auth_fail(s, 501, "5.5.2", "Error: invalid base64 data");
+		return;
+	}
+	/* authzid NUL authcid NUL password (RFC 4616) */
+	const char *authz = dec;
+	const char *nul1 = memchr(dec, '\0', n);
+	const char *nul2 = nul1 != NULL ? memchr(nul1 + 1, '\0', n - (size_t)(nul1 + 1 - dec)) : NULL;
+	if (nul1 == NULL || nul2 == NULL || memchr(nul2 + 1, '\0', n - (size_t)(nul2 + 1 - dec))) {
+		secure_zero(dec, sizeof(dec));
+		smtp_auth_fail(s, 501, "5.5.2", "Error: malformed PLAIN response");
+		return;
+	}
+	const char *user = nul1 + 1, *pass = nul2 + 1;
+	if (authz[0] != '\0' && strcasecmp(authz, user) != 0) {
+		secure_zero(dec, sizeof(dec));
+		smtp_auth_fail(s, 535, "5.7.8", "Error: authorization identity not permitted");
+		return;
+	}
+	smtp_auth_submit(s, user, pass);
+	secure_zero(dec, sizeof(dec));
+}
+
+void smtp_auth_continue(struct smtp_session *s, const char *line, size_t len)
+{
+	if (len == 1 && line[0] == '*') {
+		smtp_auth_fail(s, 501, "5.7.0", "Authentication cancelled");
+		return;
+	}
+	if (s->auth_mech == AUTH_PLAIN) {
+		smtp_auth_plain(s, line, len);
+		return;
+	}
+	char dec[SMTP_AUTH_LINE_MAX];
+	size_t n;
+	if (smtp_b64_decode(line, len, dec, sizeof(dec), &n) < 0 || memchr(dec, '\0', n)) {
+		smtp_auth_fail(s, 501, "5.5.2", "Error: invalid base64 data");
+		return;
+	}
+	if (s->auth_login_user == NULL) {
+		s->auth_login_user = strdup(dec);
+		smtp_reply(s, 334, NULL, "UGFzc3dvcmQ6"); /* "Password:" */
+	} else {
+		char *user = s->auth_login_user;
+		s->auth_login_user = NULL;
+		smtp_auth_submit(s, user, dec);
+		free(user);
+	}
+	secure_zero(dec, sizeof(dec));
+}
+
+static void cmd_auth(struct smtp_session *s, const char *args, size_t len)
+{
+	if (!smtp_is_submission(s)) {
+		smtp_reply(s, 503, "5.5.1", "Error: authentication not enabled on this port");
+		return;
+	}
+	if (!s->tls) {
+		smtp_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+		return;
+	}
+	if (s->auth_user != NULL) {
+		smtp_reply(s, 503, "5.5.1", "Error: already authenticated");
+		return;
+	}
+	const char *sp = memchr(args, ' ', len);
+	size_t mlen = sp != NULL ? (size_t)(sp - args) : len;
+	const char *ir = sp != NULL ? sp + 1 : NULL;
+	size_t irlen = sp != NULL ? len - mlen - 1 : 0;
+
+	free(s->auth_login_user);
+	s->auth_login_user = NULL;
+	if (mlen == 5 && strncasecmp(args, "PLAIN", 5) == 0) {
+		s->auth_mech = AUTH_PLAIN;
+		if (ir != NULL && !(irlen == 1 && ir[0] == '=')) {
+			smtp_auth_plain(s, ir, irlen);
+			return;
+		}
+		smtp_session_enter_state(s, SMTP_STATE_AUTH);
+		smtp_reply(s, 334, NULL, " ");
+	} else if (mlen == 5 && strncasecmp(args, "LOGIN", 5) == 0) {
+		s->auth_mech = AUTH_LOGIN;
+		smtp_session_enter_state(s, SMTP_STATE_AUTH);
+		if (ir != NULL) {
+			smtp_auth_continue(s, ir, irlen);
+			return;
+		}
+		smtp_reply(s, 334, NULL, "VXNlcm5hbWU6"); /* "Username:" */
+	} else {
+		smtp_reply(s, 504, "5.5.4", "Unrecognized authentication type");
+	}
+}
+
+static void smtp_auth_result(struct smtp_session *s, struct ipc_reader *r)
+{
+	uint32_t result = ipc_get_u32(r);
+	const char *user = ipc_get_str(r);
+	char *tried = s->auth_login_user;
+	s->auth_login_user = NULL;
+	s->auth_mech = AUTH_NONE;
+	smtp_session_enter_state(s, SMTP_STATE_READY);
+	if (!r->error && result == IPC_AUTH_OK && user != NULL) {
+		s->auth_user = strdup(user);
+		log_info("session=%llx ip=%s auth ok user=%s", SESSION_ID(s), s->ip, user);
+		smtp_reply(s, 235, "2.7.0", "Authentication successful");
+	} else if (!r->error && result == IPC_AUTH_FAIL) {
+		log_info("session=%llx ip=%s auth failed user=%s", SESSION_ID(s), s->ip,
+			 tried != NULL ? tried : "?");
+		if (++s->auth_failures >= s->server->cfg->max_auth_failures) {
+			smtp_reply(s, 535, "5.7.8", "Error: authentication failed");
+			smtp_reply(s, 421, "4.7.0", "%s Error: too many authentication failures",
+				   s->server->cfg->hostname);
+			smtp_session_close(s);
+		} else {
+			smtp_reply(s, 535, "5.7.8", "Error: authentication failed");
+		}
+	} else {
+		smtp_reply(s, 454, "4.7.0", "Temporary authentication failure");
+	}
+	free(tried);
+}
+
+/* ---- MAIL ---- */
+
+static bool smtp_check_address(struct smtp_session *s, const struct smtp_path_args *p,
+			       bool txn_utf8)
+{
+	if (p->addr.utf8 && !txn_utf8) {
+		smtp_reply(s, 553, "5.6.7", "Error: UTF-8 address requires SMTPUTF8");
+		return false;
+	}
+	return true;
+}
+
+static void smtp_mail_accept(struct smtp_session *s)
+{
+	struct smtp_path_args *p = s->pending_mail;
+	char addr[SMTP_ADDRESS_MAX * 4 + 8] = "";
+	if (!p->addr.null_path)
+		smtp_address_format(&p->addr, addr, sizeof(addr));
+	s->txn.sender = strdup(addr);
+	s->txn.smtputf8 = smtp_param_find(p, "SMTPUTF8") != NULL;
+	const struct smtp_param *body = smtp_param_find(p, "BODY");
+	s->txn.body_8bit = body != NULL && strcasecmp(body->value, "8BITMIME") == 0;
+	smtp_data_init(&s->txn.data, SMTP_DATA_DOT, s->server->cfg->bare_lf == BARE_LF_NORMALIZE,
+		       s->server->cfg->max_line_length);
+	smtp_session_enter_state(s, SMTP_STATE_MAIL);
+	log_info("session=%llx ip=%s from=<%s>", SESSION_ID(s), s->ip, addr);
+	smtp_reply(s, 250, "2.1.0", "Ok");
+	free(s->pending_mail);
+	s->pending_mail = NULL;
+}
+
+static void cmd_mail(struct smtp_session *s, const char *args, size_t len)
+{
+	const struct config *cfg = s->server->cfg;
+	struct smtp_path_args *p = calloc(1, sizeof(*p));
+	const char *error;
+	if (p == NULL) {
+		smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+		return;
+	}
+	if (smtp_path_parse(args, len, true, p, &error) < 0) {
+		free(p);
+		smtp_reply(s, 501, NULL, "%s", error);
+		return;
+	}
+	bool utf8 = false;
+	for (unsigned i = 0; i < p->nparams; i++) {
+		const struct smtp_param *q = &p->params[i];
+		if (strcmp(q->keyword, "SIZE") == 0) {
+			uint64_t size;
+			if (!q->has_value || str_to_u64(q->value, &size) < 0) {
+				smtp_reply(s, 501, "5.5.4", "Error: bad SIZE parameter");
+				goto fail;
+			}
+			if (size > cfg->max_message_size) {
+				smtp_reply(s, 552, "5.3.4",
+					   "Message size exceeds fixed maximum message size");
+				goto fail;
+			}
+		} else if (strcmp(q->keyword, "BODY") == 0) {
+			if (!q->has_value || (strcasecmp(q->value, "7BIT") != 0 &&
+					      strcasecmp(q->value, "8BITMIME") != 0)) {
+				smtp_reply(s, 501, "5.5.4", "Error: unsupported BODY value");
+				goto fail;
+			}
+		} else if (strcmp(q->keyword, "SMTPUTF8") == 0 && !q->has_value) {
+			utf8 = true;
+		} else if (strcmp(q->keyword, "AUTH") == 0 && smtp_is_submission(s)) {
+			/* RFC 4954 5: accepted and not trusted. */
+		} else {
+			smtp_reply(s, 555, "5.5.4", "Error: unsupported parameter %s", q->keyword);
+			goto fail;
+		}
+	}
+	if (!smtp_check_address(s, p, utf8))
+		goto fail;
+
+	s->pending_mail = p;
+	if (s->auth_user != NULL && !p->addr.null_path) {
+		/* An authenticated user may only send as itself or its aliases. */
+		char addr[SMTP_ADDRESS_MAX * 4 + 8];
+		smtp_address_format(&p->addr, addr, sizeof(addr));
+		struct ipc_writer w;
+		ipc_writer_init(&w);
+		ipc_put_str(&w, s->auth_user);
+		ipc_put_str(&w, addr);
+		int ret = ipc_send(s->server->dir, IPC_DIR_SENDER, s->id, &w);
+		ipc_writer_free(&w);
+		if (ret < 0) {
+			s->pending_mail = NULL;
+			smtp_reply(s, 451, "4.3.0", "Error: internal error");
+			goto fail;
+		}
+		smtp_park(s, SMTP_WAIT_SENDER);
+		return;
+	}
+	smtp_mail_accept(s);
+	return;
+fail:
+	free(p);
+}
+
+static void smtp_sender_result(struct smtp_session *s, struct ipc_reader *r)
+{
+	uint32_t allowed = ipc_get_u32(r);
+	if (!r->error && allowed == 1) {
+		smtp_mail_accept(s);
+		return;
+	}
+	free(s->pending_mail);
+	s->pending_mail = NULL;
+	if (!r->error && allowed == 0)
+		smtp_reply(s, 553, "5.7.1", "Sender address rejected: not owned by user %s",
+			   s->auth_user);
+	else
+		smtp_reply(s, 451, "4.3.0", "Error: internal error");
+}
+
+/* ---- RCPT ---- */
+
+static void cmd_rcpt(struct smtp_session *s, const char *args, size_t len)
+{
+	struct smtp_path_args *p = calloc(1, sizeof(*p));
+	const char *error;
+	if (p == NULL) {
+		smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+		return;
+	}
+	if (smtp_path_parse(args, len, false, p, &error) < 0) {
+		free(p);
+		smtp_reply(s, 501, NULL, "%s", error);
+		return;
+	}
+	for (unsigned i = 0; i < p->nparams; i++) {
+		free(p);
+		smtp_reply(s, 555, "5.5.4", "Error: unsupported parameter");
+		return;
+	}
+	if (!smtp_check_address(s, p, s->txn.smtputf8)) {
+		free(p);
+		return;
+	}
+	if (s->txn.rcpt_commands >= s->server->cfg->max_recipients) {
+		free(p);
+		smtp_reply(s, 452, "4.5.3", "Error: too many recipients");
+		return;
+	}
+	/* Relay tricks are refused in every syntax, whoever asks: source
+	 * routes, %-hacks, bang paths, quoted local parts hiding an '@',
+	 * and address literals. */
+	if (p->addr.had_source_route || smtp_address_has_relay_chars(&p->addr) ||
+	    p->addr.domain_literal) {
+		free(p);
+		smtp_reply(s, 550, "5.7.1", "Relay access denied");
+		return;
+	}
+	char addr[SMTP_ADDRESS_MAX * 4 + 8];
+	if (p->addr.domain[0] == '\0') {
+		/* <Postmaster> (RFC 5321 4.5.1): the postmaster of our hostname's
+		 * domain is resolved like any postmaster@ alias. */
+		snprintf(addr, sizeof(addr), "postmaster@%s", s->server->cfg->hostname);
+	} else {
+		smtp_address_format(&p->addr, addr, sizeof(addr));
+	}
+	struct ipc_writer w;
+	ipc_writer_init(&w);
+	ipc_put_str(&w, addr);
+	int ret = ipc_send(s->server->dir, IPC_DIR_RCPT, s->id, &w);
+	ipc_writer_free(&w);
+	if (ret < 0) {
+		free(p);
+		smtp_reply(s, 451, "4.3.0", "Error: internal error");
+		return;
+	}
+	s->pending_rcpt = p;
+	smtp_park(s, SMTP_WAIT_RCPT);
+}
+
+static int smtp_txn_add_rcpt(struct smtp_transaction *t, const char *address,
+			     const char *mailbox)
+{
+	/* One copy per mailbox: aliases may name the same user twice. */
+	for (unsigned i = 0; i < t->nrcpts; i++) {
+		if (mailbox != NULL && t->rcpts[i].mailbox != NULL &&
+		    strcmp(t->rcpts[i].mailbox, mailbox) == 0)
+			return 0;
+		if (mailbox == NULL && t->rcpts[i].mailbox == NULL &&
+		    strcmp(t->rcpts[i].address, address) == 0)
+			return 0;
+	}
+	if (t->nrcpts == t->rcpts_alloc) {
+		unsigned n = t->rcpts_alloc == 0 ? 4 : t->rcpts_alloc * 2;
+		struct smtp_rcpt *v = realloc(t->rcpts, n * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		t->rcpts = v;
+		t->rcpts_alloc = n;
+	}
+	struct smtp_rcpt *r = &t->rcpts[t->nrcpts];
+	r->address = strdup(address);
+	r->mailbox = mailbox != NULL ? strdup(mailbox) : NULL;
+	r->orcpt = NULL;
+	if (r->address == NULL || (mailbox != NULL && r->mailbox == NULL)) {
+		free(r->address);
+		free(r->mailbox);
+		return -1;
+	}
+	t->nrcpts++;
+	return 0;
+}
+
+static void smtp_rcpt_result(struct smtp_session *s, struct ipc_reader *r)
+{
+	struct smtp_path_args *p = s->pending_rcpt;
+	s->pending_rcpt = NULL;
+	char addr[SMTP_ADDRESS_MAX * 4 + 8];
+	smtp_address_format(&p->addr, addr, sizeof(addr));
+	free(p);
+
+	uint32_t result = ipc_get_u32(r);
+	uint32_t n = ipc_get_u32(r);
+	if (r->error) {
+		smtp_reply(s, 451, "4.3.0", "Error: internal error");
+		return;
+	}
+	switch (result) {
+	case IPC_RCPT_OK:
+		break;
+	case IPC_RCPT_NO_SUCH_USER:
+		smtp_reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown", addr);
+		return;
+	case IPC_RCPT_NOT_LOCAL:
+		if (s->auth_user != NULL) {
+			if (smtp_txn_add_rcpt(&s->txn, addr, NULL) < 0) {
+				smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+				return;
+			}
+			goto accepted;
+		}
+		smtp_reply(s, 554, "5.7.1", "<%s>: Relay access denied", addr);
+		return;
+	default:
+		smtp_reply(s, 451, "4.3.0", "<%s>: Temporary lookup failure", addr);
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const char *target = ipc_get_str(r);
+		uint32_t local = ipc_get_u32(r);
+		if (r->error || target == NULL) {
+			smtp_reply(s, 451, "4.3.0", "Error: internal error");
+			return;
+		}
+		int ret = local != 0 ? smtp_txn_add_rcpt(&s->txn, addr, target)
+				     : smtp_txn_add_rcpt(&s->txn, target, NULL);
+		if (ret < 0) {
+			smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+			return;
+		}
+	}
+accepted:
+	s->txn.rcpt_commands++;
+	smtp_session_enter_state(s, SMTP_STATE_RCPT);
+	log_info("session=%llx ip=%s to=<%s>", SESSION_ID(s), s->ip, addr);
+	smtp_reply(s, 250, "2.1.5", "Ok");
+}
+
+/* ---- DATA / BDAT ---- */
+
+static void smtp_received_header(struct smtp_session *s)
+{
+	const struct config *cfg = s->server->cfg;
+	char date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	/* RFC 3848 protocol names. */
+	const char *proto = s->esmtp ? (s->tls ? (s->auth_user ? "ESMTPSA" : "ESMTPS")
+					       : (s->auth_user ? "ESMTPA" : "ESMTP"))
+				     : "SMTP";
+	buf_printf(&s->out, "Received: from %s ([%s])\n\tby %s (Postern) with %s id %s",
+		   s->helo, s->ip, cfg->hostname, proto, s->txn.queue_id);
+	if (s->tls)
+		buf_printf(&s->out, "\n\t(using %s)", s->tls_desc);
+	if (s->auth_user != NULL)
+		buf_printf(&s->out, "\n\t(authenticated sender: %s)", s->auth_user);
+	if (s->txn.nrcpts == 1)
+		buf_printf(&s->out, "\n\tfor <%s>", s->txn.rcpts[0].address);
+	buf_printf(&s->out, ";\n\t%s\n", date);
+}
+
+static void smtp_queue_begin(struct smtp_session *s)
+{
+	struct smtp_transaction *t = &s->txn;
+	struct ipc_writer w;
+	ipc_writer_init(&w);
+	ipc_put_str(&w, t->sender);
+	ipc_put_str(&w, s->helo);
+	ipc_put_str(&w, s->ip);
+	ipc_put_str(&w, s->auth_user);
+	ipc_put_u32(&w, (t->smtputf8 ? IPC_ENV_SMTPUTF8 : 0) | (t->body_8bit ? IPC_ENV_8BITMIME : 0));
+	ipc_put_str(&w, NULL);
+	ipc_put_str(&w, NULL);
+	ipc_put_u32(&w, t->nrcpts);
+	for (unsigned i = 0; i < t->nrcpts; i++) {
+		ipc_put_str(&w, t->rcpts[i].address);
+		ipc_put_str(&w, t->rcpts[i].mailbox);
+		ipc_put_str(&w, t->rcpts[i].orcpt);
+		ipc_put_str(&w, NULL);
+	}
+	int ret = s->server->queue != NULL ? ipc_send(s->server->queue, IPC_Q_BEGIN, s->id, &w) : -1;
+	ipc_writer_free(&w);
+	if (ret < 0) {
+		smtp_reply(s, 451, "4.3.0", "Error: queue not available");
+		return;
+	}
+	smtp_park(s, SMTP_WAIT_BEGIN);
+}
+
+static void cmd_data(struct smtp_session *s, const char *args, size_t len)
+{
+	if (len != 0) {
+		smtp_reply(s, 501, "5.5.4", "Syntax: DATA");
+		return;
+	}
+	smtp_queue_begin(s);
+}
+
+/* Sends what the DATA filter produced to the queue. */
+static void smtp_flush_out(struct smtp_session *s, bool force)
+{
+	if (s->out.len == 0 || (!force && s->out.len < IPC_DATA_CHUNK))
+		return;
+	if (!s->txn.too_big && !s->txn.data_failed &&
+	    ipc_send_raw(s->server->queue, IPC_Q_DATA, s->id, s->out.data, s->out.len) < 0)
+		s->txn.data_failed = true;
+	buf_reset(&s->out);
+}
+
+static void smtp_count_output(struct smtp_session *s, size_t before)
+{
+	s->txn.size += s->out.len - before;
+	if (s->txn.size > s->server->cfg->max_message_size && !s->txn.too_big) {
+		/* Keep reading to the end, but stop storing. */
+		s->txn.too_big = true;
+		ipc_send_raw(s->server->queue, IPC_Q_ABORT, s->id, NULL, 0);
+		s->txn.began = false;
+	}
+	if (s->txn.too_big)
+		buf_reset(&s->out);
+}
+
+/* The end of a DATA or of the last BDAT chunk: commit or refuse. */
+static void smtp_message_end(struct smtp_session *s)
+{
+	struct smtp_transaction *t = &s->txn;
+	unsigned errors = t->data.errors;
+	bool failed = false;
+	if (t->too_big) {
+		smtp_reply(s, 552, "5.3.4", "Error: message size exceeds fixed maximum message size");
+		failed = true;
+	} else if ((errors & (SMTP_DATA_BARE_LF | SMTP_DATA_BARE_CR)) != 0) {
+		smtp_reply(s, 550, "5.6.2",
+			   "Error: bare CR or LF in message not allowed (RFC 5321 2.3.8)");
+		failed = true;
+	} else if ((errors & SMTP_DATA_NUL) != 0) {
+		smtp_reply(s, 550, "5.6.0", "Error: NUL character in message not allowed");
+		failed = true;
+	} else if ((errors & SMTP_DATA_LINE_TOO_LONG) != 0) {
+		smtp_reply(s, 550, "5.5.2", "Error: message line longer than %u octets",
+			   s->server->cfg->max_line_length);
+		failed = true;
+	} else if (t->data_failed) {
+		smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
+		failed = true;
+	}
+	if (failed) {
+		smtp_transaction_reset(s);
+		smtp_session_enter_state(s, SMTP_STATE_READY);
+		return;
+	}
+	smtp_flush_out(s, true);
+	if (ipc_send_raw(s->server->queue, IPC_Q_END, s->id, NULL, 0) < 0) {
+		smtp_reply(s, 451, "4.3.0", "Error: queue not available");
+		smtp_transaction_reset(s);
+		smtp_session_enter_state(s, SMTP_STATE_READY);
+		return;
+	}
+	/* "250" only after the queue's commit has succeeded. */
+	smtp_park(s, SMTP_WAIT_END);
+}
+
+size_t smtp_data_input(struct smtp_session *s, const char *in, size_t len)
+{
+	size_t consumed = 0, before = s->out.len;
+	int ret = smtp_data_feed(&s->txn.data, in, len, &consumed, &s->out);
+	smtp_count_output(s, before);
+	smtp_flush_out(s, false);
+	if (ret == 1)
+		smtp_message_end(s);
+	return consumed;
+}
+
+static void smtp_bdat_refuse(struct smtp_session *s)
+{
+	switch (s->txn.bdat_fail_code) {
+	case 451:
+		smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
+		break;
+	case 503:
+		smtp_reply(s, 503, "5.5.1", "Error: need RCPT command");
+		break;
+	case 552:
+		smtp_reply(s, 552, "5.3.4", "Error: message size exceeds fixed maximum message size");
+		break;
+	default:
+		smtp_reply(s, 554, "5.5.0", "Error: BDAT transaction failed, send RSET");
+		break;
+	}
+	/* Later chunks of this transaction are refused alike. */
+	s->txn.bdat_fail_code = 554;
+}
+
+size_t smtp_bdat_input(struct smtp_session *s, const char *in, size_t len)
+{
+	struct smtp_transaction *t = &s->txn;
+	if (len > t->bdat_remaining)
+		len = (size_t)t->bdat_remaining;
+	if (t->bdat_fail_code == 0) {
+		size_t consumed = 0, before = s->out.len;
+		smtp_data_feed(&t->data, in, len, &consumed, &s->out);
+		smtp_count_output(s, before);
+		smtp_flush_out(s, false);
+	}
+	t->bdat_remaining -= len;
+	if (t->bdat_remaining > 0)
+		return len;
+	/* RFC 3030 2: exactly one reply per chunk. */
+	if (t->bdat_fail_code != 0) {
+		bool last = t->bdat_last;
+		smtp_bdat_refuse(s);
+		if (last) {
+			smtp_transaction_reset(s);
+			smtp_session_enter_state(s, SMTP_STATE_READY);
+		}
+	} else if (t->bdat_last) {
+		size_t before = s->out.len;
+		smtp_data_finish(&t->data, &s->out);
+		smtp_count_output(s, before);
+		smtp_message_end(s);
+	} else if (t->too_big) {
+		t->bdat_fail_code = 552;
+		smtp_bdat_refuse(s);
+	} else {
+		smtp_reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)t->size);
+	}
+	return len;
+}
+
+static void cmd_bdat(struct smtp_session *s, const char *args, size_t len)
+{
+	struct smtp_transaction *t = &s->txn;
+	const char *sp = memchr(args, ' ', len);
+	size_t nlen = sp != NULL ? (size_t)(sp - args) : len;
+	uint64_t size;
+	bool last = false;
+	if (strn_to_u64(args, nlen, &size) < 0 ||
+	    (sp != NULL && (len - nlen - 1 != 4 || strncasecmp(sp + 1, "LAST", 4) != 0))) {
+		/* We cannot know how much to skip: the session is lost. */
+		smtp_reply(s, 501, "5.5.4", "Syntax: BDAT size [LAST]");
+		smtp_reply(s, 421, "4.5.0", "%s Error: unrecoverable BDAT syntax",
+			   s->server->cfg->hostname);
+		smtp_session_close(s);
+		return;
+	}
+	last = sp != NULL;
+	if (s->state != SMTP_STATE_BDAT && s->state != SMTP_STATE_RCPT) {
+		/* Still consume the chunk (RFC 3030 2), then refuse it. */
+		smtp_transaction_reset(s);
+		t->bdat = true;
+		t->bdat_fail_code = 503;
+	}
+	t->bdat_remaining = size;
+	t->bdat_last = last;
+	if (s->state == SMTP_STATE_RCPT) {
+		t->bdat = true;
+		smtp_data_init(&t->data, SMTP_DATA_RAW, s->server->cfg->bare_lf == BARE_LF_NORMALIZE,
+			       s->server->cfg->max_line_length);
+		smtp_queue_begin(s);
+		return;
+	}
+	smtp_session_enter_state(s, SMTP_STATE_BDAT);
+	if (size == 0)
+		smtp_bdat_input(s, "", 0);
+}
+
+static void smtp_begin_result(struct smtp_session *s, struct ipc_reader *r)
+{
+	uint32_t status = ipc_get_u32(r);
+	const char *text = ipc_get_str(r);
+	struct smtp_transaction *t = &s->txn;
+	bool ok = !r->error && status == IPC_Q_OK && text != NULL && queue_id_valid(text);
+	if (!ok) {
+		log_error("session=%llx queue refused transaction: %s", SESSION_ID(s),
+			  text != NULL ? text : "malformed reply");
+		if (!t->bdat) {
+			smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
+			smtp_transaction_reset(s);
+			smtp_session_enter_state(s, SMTP_STATE_READY);
+			return;
+		}
+		t->bdat_fail_code = 451;
+	} else {
+		memcpy(t->queue_id, text, sizeof(t->queue_id));
+		t->began = true;
+		smtp_received_header(s);
+	}
+	if (!t->bdat) {
+		smtp_session_enter_state(s, SMTP_STATE_DATA);
+		smtp_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+		return;
+	}
+	smtp_session_enter_state(s, SMTP_STATE_BDAT);
+	if (t->bdat_remaining == 0)
+		smtp_bdat_input(s, "", 0);
+}
+
+static void smtp_end_result(struct smtp_session *s, struct ipc_reader *r)
+{
+	uint32_t status = ipc_get_u32(r);
+	const char *text = ipc_get_str(r);
+	struct smtp_transaction *t = &s->txn;
+	if (!r->error && status == IPC_Q_OK) {
+		log_info("session=%llx ip=%s queued id=%s size=%llu nrcpt=%u", SESSION_ID(s),
+			 s->ip, t->queue_id, (unsigned long long)t->size, t->nrcpts);
+		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", t->queue_id);
+	} else {
+		log_error("session=%llx id=%s commit failed: %s", SESSION_ID(s), t->queue_id,
+			  text != NULL ? text : "malformed reply");
+		smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
+	}
+	t->began = false; /* committed or given up by the queue: no ABORT */
+	smtp_transaction_reset(s);
+	smtp_session_enter_state(s, SMTP_STATE_READY);
+	if (s->server->hard_stop) {
+		smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->server->cfg->hostname);
+		smtp_session_close(s);
+	}
+}
+
+/* ---- dispatch ---- */
+
+static const struct smtp_cmd_def smtp_commands[] = {
+	{ SMTP_CMD_HELO, CMD_NO_TXN, cmd_helo },
+	{ SMTP_CMD_EHLO, CMD_NO_TXN, cmd_ehlo },
+	{ SMTP_CMD_MAIL, CMD_NEED_HELO | CMD_NEED_AUTH | CMD_NO_TXN, cmd_mail },
+	{ SMTP_CMD_RCPT, CMD_NEED_HELO | CMD_NEED_MAIL, cmd_rcpt },
+	{ SMTP_CMD_DATA, CMD_NEED_HELO | CMD_NEED_RCPT, cmd_data },
+	{ SMTP_CMD_BDAT, CMD_NEED_HELO, cmd_bdat },
+	{ SMTP_CMD_RSET, 0, cmd_rset },
+	{ SMTP_CMD_NOOP, 0, cmd_noop },
+	{ SMTP_CMD_QUIT, 0, cmd_quit },
+	{ SMTP_CMD_HELP, 0, cmd_help },
+	{ SMTP_CMD_VRFY, 0, cmd_vrfy },
+	{ SMTP_CMD_EXPN, 0, cmd_expn },
+	{ SMTP_CMD_STARTTLS, CMD_NEED_HELO | CMD_NO_TXN, cmd_starttls },
+	{ SMTP_CMD_AUTH, CMD_NEED_HELO | CMD_NO_TXN, cmd_auth },
+};
+
+void smtp_command_dispatch(struct smtp_session *s, const char *line, size_t len)
+{
+	struct smtp_command cmd;
+	const char *error;
+	if (smtp_command_parse(line, len, &cmd, &error) < 0) {
+		smtp_reply(s, 500, "5.5.2", "Error: %s", error);
+		return;
+	}
+	const struct smtp_cmd_def *def = NULL;
+	for (size_t i = 0; i < sizeof(smtp_commands) / sizeof(smtp_commands[0]); i++) {
+		if (smtp_commands[i].cmd == cmd.cmd) {
+			def = &smtp_commands[i];
+			break;
+		}
+	}
+	if (def == NULL) {
+		smtp_reply(s, 500, "5.5.2", "Error: command not recognized");
+		return;
+	}
+	/* Inside BDAT only BDAT, RSET, NOOP and QUIT make sense. */
+	if (s->state == SMTP_STATE_BDAT && cmd.cmd != SMTP_CMD_BDAT && cmd.cmd != SMTP_CMD_RSET &&
+	    cmd.cmd != SMTP_CMD_NOOP && cmd.cmd != SMTP_CMD_QUIT) {
+		smtp_reply(s, 503, "5.5.1", "Error: BDAT transaction in progress");
+		return;
+	}
+	if ((def->flags & CMD_NEED_HELO) != 0 && s->helo[0] == '\0') {
+		smtp_reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+		return;
+	}
+	if ((def->flags & CMD_NEED_AUTH) != 0 && smtp_is_submission(s) && s->auth_user == NULL) {
+		if (!s->tls)
+			smtp_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+		else
+			smtp_reply(s, 530, "5.7.0", "Authentication required");
+		return;
+	}
+	if ((def->flags & CMD_NO_TXN) != 0 && smtp_in_txn(s)) {
+		if (cmd.cmd == SMTP_CMD_MAIL)
+			smtp_reply(s, 503, "5.5.1", "Error: nested MAIL command");
+		else if (cmd.cmd == SMTP_CMD_EHLO || cmd.cmd == SMTP_CMD_HELO)
+			goto run; /* RFC 5321 4.1.4: EHLO resets the transaction */
+		else
+			smtp_reply(s, 503, "5.5.1", "Error: command not allowed in a transaction");
+		return;
+	}
+	if ((def->flags & CMD_NEED_MAIL) != 0 && !smtp_in_txn(s)) {
+		smtp_reply(s, 503, "5.5.1", "Error: need MAIL command");
+		return;
+	}
+	if ((def->flags & CMD_NEED_RCPT) != 0 && s->state != SMTP_STATE_RCPT) {
+		smtp_reply(s, 503, "5.5.1", "Error: need RCPT command");
+		return;
+	}
+run:
+	def->run(s, cmd.args, cmd.args_len);
+}
+
+void smtp_dir_reply(struct smtp_session *s, struct ipc_reader *r)
+{
+	enum smtp_wait wait = s->wait;
+	smtp_unpark(s);
+	switch (wait) {
+	case SMTP_WAIT_CONNECT: {
+		uint32_t verdict = ipc_get_u32(r);
+		if (r->error) {
+			verdict = IPC_CONN_TOO_MANY;
+		}
+		if (verdict == IPC_CONN_OK) {
+			s->counted = true;
+			smtp_session_enter_state(s, SMTP_STATE_GREETED);
+			smtp_reply(s, 220, NULL, "%s ESMTP Postern", s->server->cfg->hostname);
+		} else {
+			smtp_reply(s, 421, "4.7.0", "%s Error: too many connections%s",
+				   s->server->cfg->hostname,
+				   verdict == IPC_CONN_TOO_MANY_FROM_IP ? " from your address" : "");
+			smtp_session_close(s);
+		}
+		break;
+	}
+	case SMTP_WAIT_RCPT:
+		smtp_rcpt_result(s, r);
+		break;
+	case SMTP_WAIT_AUTH:
+		smtp_auth_result(s, r);
+		break;
+	case SMTP_WAIT_SENDER:
+		smtp_sender_result(s, r);
+		break;
+	default:
+		log_warn("session=%llx unexpected directory reply", SESSION_ID(s));
+		return;
+	}
+	smtp_session_resume(s);
+}
+
+void smtp_queue_reply(struct smtp_session *s, uint32_t type, struct ipc_reader *r)
+{
+	enum smtp_wait wait = s->wait;
+	if (type == IPC_Q_BEGIN_REPLY && wait == SMTP_WAIT_BEGIN) {
+		smtp_unpark(s);
+		smtp_begin_result(s, r);
+	} else if (type == IPC_Q_END_REPLY && wait == SMTP_WAIT_END) {
+		smtp_unpark(s);
+		smtp_end_result(s, r);
+	} else {
+		log_warn("session=%llx unexpected queue reply %u", SESSION_ID(s), type);
+		return;
+	}
+	smtp_session_resume(s);
+}
