@@ -216,7 +216,7 @@ void *ipc_conn_ctx(struct ipc_conn *conn)
 int ipc_send_raw(struct ipc_conn *conn, uint32_t type, uint64_t id, const void *payload,
 		 size_t len)
 {
-	if (conn->closed || len > IPC_FRAME_MAX)
+	if (conn == NULL || conn->closed || len > IPC_FRAME_MAX)
 		return -1;
 	struct ipc_header h = { .type = type, .len = (uint32_t)len, .id = id };
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
@@ -229,7 +229,7 @@ int ipc_send_raw(struct ipc_conn *conn, uint32_t type, uint64_t id, const void *
 
 int ipc_send(struct ipc_conn *conn, uint32_t type, uint64_t id, const struct ipc_writer *w)
 {
-	if (w->b.max == 0)
+	if (conn == NULL || w->b.max == 0)
 		return -1;
 	return ipc_send_raw(conn, type, id, w->b.data, w->b.len);
 }

@@ -100,7 +100,7 @@ struct ipc_conn *ipc_conn_new(struct event_base *base, int fd, ipc_frame_cb *fra
 void ipc_conn_free(struct ipc_conn **conn);
 void ipc_conn_set_ctx(struct ipc_conn *conn, void *ctx);
 void *ipc_conn_ctx(struct ipc_conn *conn);
-/* Queues one frame; 0 or -1 (payload too large). */
+/* Queues one frame; 0 or -1 (payload too large, or conn NULL/closed). */
 int ipc_send(struct ipc_conn *conn, uint32_t type, uint64_t id, const struct ipc_writer *w);
 int ipc_send_raw(struct ipc_conn *conn, uint32_t type, uint64_t id, const void *payload,
 		 size_t len);

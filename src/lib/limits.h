@@ -11,6 +11,9 @@
 /* RFC 5321 4.5.3.1.4: 512 octets for a command line; ESMTP parameters
  * (RFC 1869 4.1.2) allow more, so we accept up to this many octets with CRLF. */
 #define SMTP_COMMAND_LINE_MAX   2048
+/* An over-long command line is discarded up to its end, but a client that
+ * sends more than this without a line end is disconnected. */
+#define SMTP_SKIP_MAX           (64u * 1024)
 /* RFC 5321 4.5.3.1.1/2: local part 64, domain 255 octets. */
 #define SMTP_LOCALPART_MAX      64
 #define SMTP_DOMAIN_MAX         255

@@ -77,8 +77,7 @@ struct queue {
 	/* group commit */
 	struct queue_msg *gather;       /* ENDed, waiting for the next batch */
 	struct queue_msg *batch;        /* owned by the commit thread */
-	bool batch_ok;
-	char batch_error[256];
+	struct queue_msg *done;         /* synced batches, for the loop to answer */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -365,7 +364,19 @@ static void *queue_commit_thread(void *arg)
 			log_error("fsync of the queue directory failed: %s", strerror(errno));
 		}
 		pthread_mutex_lock(&q->lock);
-		q->batch_ok = ok;
+		/* A failed directory fsync fails the whole batch. */
+		struct queue_msg *last = batch;
+		for (; last != NULL; last = last->run_next) {
+			if (!ok)
+				last->failed = true;
+			if (last->run_next == NULL)
+				break;
+		}
+		if (last != NULL) {
+			last->run_next = q->done;
+			q->done = batch;
+		}
+		q->batch = NULL;
 		q->thread_busy = false;
 		uint64_t one = 1;
 		ssize_t ret = write(q->done_fd, &one, sizeof(one));
@@ -406,9 +417,8 @@ static void queue_commit_done_cb(evutil_socket_t fd, short what, void *arg)
 	if (read(fd, &n, sizeof(n)) < 0)
 		return;
 	pthread_mutex_lock(&q->lock);
-	struct queue_msg *batch = q->batch;
-	bool ok = q->batch_ok;
-	q->batch = NULL;
+	struct queue_msg *batch = q->done;
+	q->done = NULL;
 	pthread_mutex_unlock(&q->lock);
 
 	while (batch != NULL) {
@@ -416,7 +426,7 @@ static void queue_commit_done_cb(evutil_socket_t fd, short what, void *arg)
 		batch = m->run_next;
 		m->run_next = NULL;
 		m->committing = false;
-		if (!ok || m->failed) {
+		if (m->failed) {
 			if (m->owner != NULL)
 				queue_reply(m->owner, IPC_Q_END_REPLY, m->reqid, IPC_Q_TEMPFAIL,
 					    "spool write failed");
@@ -745,10 +755,11 @@ int queue_main(const struct config *cfg)
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
 	pthread_join(q->thread, NULL);
-	while (q->batch != NULL) {
-		struct queue_msg *m = q->batch;
-		q->batch = m->run_next;
-		m->writer != NULL ? spool_writer_close(&m->writer) : (void)0;
+	while (q->done != NULL) {
+		struct queue_msg *m = q->done;
+		q->done = m->run_next;
+		if (m->writer != NULL)
+			spool_writer_close(&m->writer);
 	}
 	while (q->peers != NULL) {
 		struct queue_peer *p = q->peers;

@@ -1020,3 +1020,60 @@ void smtp_queue_reply(struct smtp_session *s, uint32_t type, struct ipc_reader *
 	}
 	smtp_session_resume(s);
 }
+
+void smtp_session_peer_lost(struct smtp_session *s, bool dir)
+{
+	struct smtp_transaction *t = &s->txn;
+	if (s->state == SMTP_STATE_QUIT)
+		return;
+	if (dir) {
+		/* The new directory starts counting afresh. */
+		s->counted = false;
+	} else {
+		/* What the queue had of this transaction is gone: the message
+		 * cannot be committed any more. */
+		t->began = false;
+		if (s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_BDAT)
+			t->data_failed = true;
+	}
+	enum smtp_wait wait = s->wait;
+	bool ours = dir ? (wait == SMTP_WAIT_CONNECT || wait == SMTP_WAIT_RCPT ||
+			   wait == SMTP_WAIT_AUTH || wait == SMTP_WAIT_SENDER)
+			: (wait == SMTP_WAIT_BEGIN || wait == SMTP_WAIT_END);
+	if (!ours)
+		return;
+	smtp_unpark(s);
+	switch (wait) {
+	case SMTP_WAIT_CONNECT:
+		smtp_reply(s, 421, "4.3.2", "%s Service not available", s->server->cfg->hostname);
+		smtp_session_close(s);
+		return;
+	case SMTP_WAIT_AUTH:
+		free(s->auth_login_user);
+		s->auth_login_user = NULL;
+		smtp_auth_fail(s, 454, "4.7.0", "Temporary authentication failure");
+		break;
+	case SMTP_WAIT_RCPT:
+		free(s->pending_rcpt);
+		s->pending_rcpt = NULL;
+		smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
+		break;
+	case SMTP_WAIT_SENDER:
+		free(s->pending_mail);
+		s->pending_mail = NULL;
+		smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
+		break;
+	default:
+		/* BEGIN or END: no 250 can be given. */
+		smtp_reply(s, 451, "4.3.0", "Error: queue not available, try again");
+		if (t->bdat && t->bdat_remaining > 0) {
+			t->bdat_fail_code = 554;
+			smtp_session_enter_state(s, SMTP_STATE_BDAT);
+			break;
+		}
+		smtp_transaction_reset(s);
+		smtp_session_enter_state(s, SMTP_STATE_READY);
+		break;
+	}
+	smtp_session_resume(s);
+}

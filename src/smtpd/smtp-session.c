@@ -306,34 +306,51 @@ static void smtp_session_tls_ready(struct smtp_session *s)
 static int smtp_session_read_line(struct smtp_session *s, struct evbuffer *in, char **line_r,
 				  size_t *len_r)
 {
-	size_t avail = evbuffer_get_length(in);
-	size_t scan = avail < SMTP_COMMAND_LINE_MAX ? avail : SMTP_COMMAND_LINE_MAX;
-	struct evbuffer_ptr lf = evbuffer_search_range(in, "\n", 1, NULL, NULL);
-	if (lf.pos < 0 || (size_t)lf.pos >= scan) {
-		if (avail < SMTP_COMMAND_LINE_MAX)
-			return 0;
-		smtp_reply(s, 500, "5.5.2", "Error: line too long");
-		if (s->state == SMTP_STATE_QUIT)
+	for (;;) {
+		size_t avail = evbuffer_get_length(in);
+		size_t scan = avail < SMTP_COMMAND_LINE_MAX ? avail : SMTP_COMMAND_LINE_MAX;
+		struct evbuffer_ptr lf = evbuffer_search_range(in, "\n", 1, NULL, NULL);
+		if (s->skip_line) {
+			/* Discarding the rest of an over-long line. */
+			size_t drop = lf.pos >= 0 ? (size_t)lf.pos + 1 : avail;
+			evbuffer_drain(in, drop);
+			s->skipped += drop;
+			if (s->skipped > SMTP_SKIP_MAX) {
+				smtp_reply(s, 421, "4.7.0", "%s Error: line too long, closing",
+					   s->server->cfg->hostname);
+				smtp_session_close(s);
+				return -1;
+			}
+			if (lf.pos < 0)
+				return 0;
+			s->skip_line = false;
+			continue;
+		}
+		if (lf.pos < 0 || (size_t)lf.pos >= scan) {
+			if (avail < SMTP_COMMAND_LINE_MAX)
+				return 0;
+			/* RFC 5321 4.5.3.1.4: refuse it, drop the rest of the
+			 * line, and keep the session. */
+			smtp_reply(s, 500, "5.5.2", "Error: line too long");
+			s->skip_line = true;
+			s->skipped = 0;
+			if (s->state == SMTP_STATE_QUIT)
+				return -1;
+			continue;
+		}
+		size_t len = (size_t)lf.pos;
+		char *line = malloc(len + 1);
+		if (line == NULL)
 			return -1;
-		/* Drop what we have; the rest of the line follows as junk
-		 * that will fail to parse, or we hang up on a flood. */
-		smtp_reply(s, 421, "4.7.0", "%s Error: line too long, closing",
-			   s->server->cfg->hostname);
-		smtp_session_close(s);
-		return -1;
+		evbuffer_remove(in, line, len);
+		evbuffer_drain(in, 1);
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		line[len] = '\0';
+		*line_r = line;
+		*len_r = len;
+		return 1;
 	}
-	size_t len = (size_t)lf.pos;
-	char *line = malloc(len + 1);
-	if (line == NULL)
-		return -1;
-	evbuffer_remove(in, line, len);
-	evbuffer_drain(in, 1);
-	if (len > 0 && line[len - 1] == '\r')
-		len--;
-	line[len] = '\0';
-	*line_r = line;
-	*len_r = len;
-	return 1;
 }
 
 static void smtp_session_process(struct smtp_session *s)

@@ -56,6 +56,8 @@ static void smtpd_accept_kind_cb(struct evconnlistener *l, evutil_socket_t fd,
 	smtp_session_create(ctx->server, fd, ctx->kind, ip);
 }
 
+static void smtpd_peer_close_cb(struct ipc_conn *conn, void *ctx);
+
 static void smtpd_dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
 			       struct ipc_reader *r, void *ctx)
 {
@@ -80,19 +82,47 @@ static void smtpd_queue_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t 
 		smtp_queue_reply(s, type, r);
 }
 
+static void smtpd_reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd *server = arg;
+	(void)fd;
+	(void)what;
+	if (server->dir == NULL) {
+		int dfd = ipc_connect_unix("run/dir.sock", 0);
+		if (dfd >= 0) {
+			server->dir = ipc_conn_new(server->base, dfd, smtpd_dir_frame_cb,
+						   smtpd_peer_close_cb, server);
+			log_info("reconnected to the directory");
+		}
+	}
+	if (server->queue == NULL) {
+		int qfd = ipc_connect_unix("run/q.sock", 0);
+		if (qfd >= 0) {
+			server->queue = ipc_conn_new(server->base, qfd, smtpd_queue_frame_cb,
+						     smtpd_peer_close_cb, server);
+			log_info("reconnected to the queue");
+		}
+	}
+	if (server->dir != NULL && server->queue != NULL)
+		evtimer_del(server->reconnect_ev);
+}
+
 static void smtpd_peer_close_cb(struct ipc_conn *conn, void *ctx)
 {
 	struct smtpd *server = ctx;
-	/* Without the directory or the queue this worker can promise
-	 * nothing; it exits and the master starts a fresh one. */
-	log_error("lost connection to the %s process; worker exiting",
-		  conn == server->dir ? "directory" : "queue");
-	if (conn == server->dir)
+	bool dir = conn == server->dir;
+	/* The master restarts the peer; until then, sessions that wait on it
+	 * get a temporary error and new requests are refused. */
+	log_error("lost connection to the %s process", dir ? "directory" : "queue");
+	if (dir)
 		server->dir = NULL;
 	else
 		server->queue = NULL;
 	ipc_conn_free(&conn);
-	event_base_loopbreak(server->base);
+	for (struct smtp_session *s = server->sessions; s != NULL; s = s->next)
+		smtp_session_peer_lost(s, dir);
+	struct timeval tv = { 0, 200000 };
+	evtimer_add(server->reconnect_ev, &tv);
 }
 
 static void smtpd_stop_accepting(struct smtpd *server)
@@ -205,6 +235,7 @@ int smtpd_main(const struct config *cfg, const struct smtpd_listener *ls, unsign
 	struct event *ev_hup = evsignal_new(server.base, SIGHUP, smtpd_reload_cb, &server);
 	struct event *ev_usr1 = evsignal_new(server.base, SIGUSR1, smtpd_retire_cb, &server);
 	struct event *ev_drain = event_new(server.base, -1, EV_PERSIST, smtpd_drain_cb, &server);
+	server.reconnect_ev = event_new(server.base, -1, EV_PERSIST, smtpd_reconnect_cb, &server);
 	struct timeval second = { 1, 0 };
 	event_add(ev_term, NULL);
 	event_add(ev_int, NULL);
@@ -229,6 +260,7 @@ int smtpd_main(const struct config *cfg, const struct smtpd_listener *ls, unsign
 	event_free(ev_hup);
 	event_free(ev_usr1);
 	event_free(ev_drain);
+	event_free(server.reconnect_ev);
 	SSL_CTX_free(server.tls_ctx);
 	event_base_free(server.base);
 	return status;

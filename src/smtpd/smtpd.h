@@ -104,6 +104,8 @@ struct smtp_session {
 	bool counted;                    /* the directory counted this connection */
 	unsigned errors;
 	unsigned auth_failures;
+	bool skip_line;                  /* discarding the rest of an over-long line */
+	size_t skipped;
 	/* AUTH exchange */
 	int auth_mech;                   /* 0 none, 1 PLAIN, 2 LOGIN */
 	char *auth_login_user;
@@ -124,6 +126,7 @@ struct smtpd {
 	struct smtp_session *sessions;
 	unsigned nsessions;
 	uint64_t next_id;
+	struct event *reconnect_ev;      /* while the directory or queue is away */
 	bool stopping;                   /* no new connections */
 	bool hard_stop;                  /* SIGTERM: close sessions after their transaction */
 };
@@ -139,6 +142,8 @@ void smtp_session_enter_state(struct smtp_session *s, enum smtp_state state);
 /* Resumes command processing after a parked wait ended. */
 void smtp_session_resume(struct smtp_session *s);
 void smtp_session_close(struct smtp_session *s);
+/* The directory (dir = true) or the queue went away: fail what waits on it. */
+void smtp_session_peer_lost(struct smtp_session *s, bool dir);
 int smtp_session_start_tls(struct smtp_session *s);
 void smtp_transaction_reset(struct smtp_session *s);
 

@@ -1,0 +1,43 @@
+# Postern — the two commands of the README:
+#   make run    build and run a demo instance (installs dependencies)
+#   make test   the whole test suite, also under ASan+UBSan (installs dependencies)
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+PYTEST     = /usr/bin/python3 -m pytest
+
+.PHONY: all deps build run test unit integration asan clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=debugoptimized
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: build
+	./scripts/run-demo.sh
+
+unit: build
+	meson test -C $(BUILD) --print-errorlogs
+
+integration: build
+	POSTERN_BIN=$(CURDIR)/$(BUILD)/postern $(PYTEST) -q tests/integration
+
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 meson test -C $(ASAN_BUILD) --print-errorlogs
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+		POSTERN_BIN=$(CURDIR)/$(ASAN_BUILD)/postern $(PYTEST) -q tests/integration
+
+test: unit integration asan
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
