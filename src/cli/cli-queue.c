@@ -77,7 +77,8 @@ static int queue_list(const struct config *cfg)
 		ids[n++] = strdup(de->d_name);
 	}
 	closedir(d);
-	qsort(ids, n, sizeof(*ids), queue_cmp);
+	if (n > 1)
+		qsort(ids, n, sizeof(*ids), queue_cmp);
 	size_t shown = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct spool_envelope *env;

@@ -51,6 +51,7 @@ struct dlv_job {
 	char *mailbox;          /* canonical "bob@example.com" */
 	char *maildir;          /* absolute Maildir path */
 	enum ipc_dlv_status status;
+	bool recovered;         /* an earlier attempt may have written it */
 	bool already;           /* found in the Maildir, nothing written */
 	char text[512];
 };
@@ -129,7 +130,9 @@ static void dlv_run(const struct config *cfg, struct dlv_job *job)
 		dlv_set(job, IPC_DLV_TEMPFAIL, "maildir name: %s", strerror(errno));
 		goto out;
 	}
-	int has = maildir_has(job->maildir, name);
+	/* Only a delivery that may have happened before (crash, restart of
+	 * a process) looks for an earlier copy: the check reads cur/. */
+	int has = job->recovered ? maildir_has(job->maildir, name) : 0;
 	if (has < 0) {
 		dlv_set(job, IPC_DLV_TEMPFAIL, "maildir check: %s", strerror(errno));
 		goto out;
@@ -242,6 +245,7 @@ static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
 	uint32_t rcpt_idx = ipc_get_u32(r);
 	const char *mailbox = ipc_get_str(r);
 	const char *maildir = ipc_get_str(r);
+	uint32_t flags = ipc_get_u32(r);
 	if (r->error || id == NULL || mailbox == NULL || maildir == NULL ||
 	    !queue_id_valid(id)) {
 		log_warn("malformed delivery request id=%" PRIu64, req_id);
@@ -276,6 +280,7 @@ static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
 	job->req_id = req_id;
 	memcpy(job->id, id, sizeof(job->id));
 	job->rcpt_idx = rcpt_idx;
+	job->recovered = (flags & IPC_DLV_RECOVERED) != 0;
 	srv->pending++;
 	pthread_mutex_lock(&srv->lock);
 	*srv->todo_tail = job;

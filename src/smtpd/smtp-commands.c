@@ -60,6 +60,23 @@ static void smtp_unpark(struct smtp_session *s)
 	s->wait = SMTP_WAIT_NONE;
 }
 
+/* lib-smtp reports syntax errors as a whole reply, "501 5.1.3 text". */
+static void smtp_reply_preformatted(struct smtp_session *s, const char *reply)
+{
+	uint64_t code;
+	char enh[16];
+	const char *sp1 = strchr(reply, ' ');
+	const char *sp2 = sp1 != NULL ? strchr(sp1 + 1, ' ') : NULL;
+	if (sp1 == NULL || sp2 == NULL || (size_t)(sp2 - sp1 - 1) >= sizeof(enh) ||
+	    strn_to_u64(reply, (size_t)(sp1 - reply), &code) < 0 || code < 400 || code > 599) {
+		smtp_reply(s, 501, "5.5.2", "Syntax error");
+		return;
+	}
+	memcpy(enh, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+	enh[sp2 - sp1 - 1] = '\0';
+	smtp_reply(s, (unsigned)code, enh, "%s", sp2 + 1);
+}
+
 /* ---- HELO / EHLO ---- */
 
 static void cmd_helo_common(struct smtp_session *s, const char *args, size_t len, bool esmtp)
@@ -383,7 +400,7 @@ static void cmd_mail(struct smtp_session *s, const char *args, size_t len)
 	}
 	if (smtp_path_parse(args, len, true, p, &error) < 0) {
 		free(p);
-		smtp_reply(s, 501, NULL, "%s", error);
+		smtp_reply_preformatted(s, error);
 		return;
 	}
 	bool utf8 = false;
@@ -471,7 +488,7 @@ static void cmd_rcpt(struct smtp_session *s, const char *args, size_t len)
 	}
 	if (smtp_path_parse(args, len, false, p, &error) < 0) {
 		free(p);
-		smtp_reply(s, 501, NULL, "%s", error);
+		smtp_reply_preformatted(s, error);
 		return;
 	}
 	for (unsigned i = 0; i < p->nparams; i++) {
@@ -912,10 +929,14 @@ static const struct smtp_cmd_def smtp_commands[] = {
 
 void smtp_command_dispatch(struct smtp_session *s, const char *line, size_t len)
 {
-	struct smtp_command cmd;
+	struct smtp_command cmd = { .cmd = SMTP_CMD_UNKNOWN };
 	const char *error;
 	if (smtp_command_parse(line, len, &cmd, &error) < 0) {
-		smtp_reply(s, 500, "5.5.2", "Error: %s", error);
+		/* A known verb with bad arguments is 501; anything else 500. */
+		if (cmd.cmd != SMTP_CMD_UNKNOWN)
+			smtp_reply(s, 501, "5.5.4", "%s", error);
+		else
+			smtp_reply(s, 500, "5.5.2", "%s", error);
 		return;
 	}
 	const struct smtp_cmd_def *def = NULL;
