@@ -7,11 +7,10 @@
  * request id. The queue decides what and when; this process only copies a
  * committed spool file (read-only) into DATA/mail/... durably.
  *
- * Owns: the queue connection and a pool of DLV_THREADS worker threads. A
+ * Owns: the queue connection and a workpool of DLV_THREADS threads. A
  * delivery blocks on fsync (file and new/), so several run in parallel and
  * the filesystem can group their journal commits; the loop thread only
- * parses requests, sends results and logs. Results come back through an
- * eventfd. Delivery is idempotent (principle 1): the Maildir name is derived
+ * parses requests, sends results and logs. Delivery is idempotent (principle 1): the Maildir name is derived
  * from queue id + recipient index, and a name that is already there (a crash
  * after the rename, before the queue heard of it) is answered OK unwritten.
  */
@@ -19,13 +18,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -37,6 +34,7 @@
 #include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "lib/workpool.h"
 
 #define DLV_SOCKET          "run/q.sock"
 #define DLV_CONNECT_TIMEOUT 10000   /* ms, while the queue starts */
@@ -44,7 +42,8 @@
 #define DLV_PENDING_MAX     10000   /* requests queued or running; beyond: TEMPFAIL */
 
 struct dlv_job {
-	struct dlv_job *next;
+	struct workpool_job job;        /* first: the pool's view of it */
+	struct dlv_server *srv;
 	uint64_t req_id;
 	char id[17];
 	uint32_t rcpt_idx;
@@ -60,16 +59,8 @@ struct dlv_server {
 	const struct config *cfg;
 	struct event_base *base;
 	struct ipc_conn *conn;  /* NULL once the queue has gone */
-	struct event *sigterm_ev, *sigint_ev, *done_ev;
-	unsigned pending;       /* loop thread only */
-
-	pthread_mutex_t lock;   /* guards todo, done and stop */
-	pthread_cond_t cond;
-	struct dlv_job *todo, **todo_tail, *done;
-	bool stop;
-	int done_fd;            /* eventfd: workers -> loop */
-	pthread_t threads[DLV_THREADS];
-	unsigned nthreads;
+	struct event *sigterm_ev, *sigint_ev;
+	struct workpool *pool;
 };
 
 static void dlv_job_free(struct dlv_job *job)
@@ -159,38 +150,11 @@ out:
 	spool_envelope_free(&env);
 }
 
-static void *dlv_thread(void *arg)
-{
-	struct dlv_server *srv = arg;
-
-	pthread_mutex_lock(&srv->lock);
-	for (;;) {
-		while (!srv->stop && srv->todo == NULL)
-			pthread_cond_wait(&srv->cond, &srv->lock);
-		if (srv->stop)
-			break;
-		struct dlv_job *job = srv->todo;
-		if ((srv->todo = job->next) == NULL)
-			srv->todo_tail = &srv->todo;
-		pthread_mutex_unlock(&srv->lock);
-
-		dlv_run(srv->cfg, job);
-
-		pthread_mutex_lock(&srv->lock);
-		job->next = srv->done;
-		srv->done = job;
-		uint64_t one = 1;
-		ssize_t ret = write(srv->done_fd, &one, sizeof(one));
-		(void)ret;      /* EAGAIN: the counter is already non-zero */
-	}
-	pthread_mutex_unlock(&srv->lock);
-	return NULL;
-}
-
 /* Loop thread: logs a finished delivery and answers the queue. */
-static void dlv_finish(struct dlv_server *srv, struct dlv_job *job)
+static void dlv_finish(struct workpool_job *wjob)
 {
-	srv->pending--;
+	struct dlv_job *job = (struct dlv_job *)wjob;
+	struct dlv_server *srv = job->srv;
 	if (job->status == IPC_DLV_OK)
 		log_info("%s id=%s to=%s maildir=%s",
 			 job->already ? "already delivered" : "delivered",
@@ -214,22 +178,15 @@ static void dlv_finish(struct dlv_server *srv, struct dlv_job *job)
 	dlv_job_free(job);
 }
 
-static void dlv_done_cb(evutil_socket_t fd, short what, void *arg)
+static void dlv_job_run(struct workpool_job *wjob)
 {
-	struct dlv_server *srv = arg;
-	uint64_t n;
-	ssize_t ret = read(fd, &n, sizeof(n));
-	(void)ret;
+	struct dlv_job *job = (struct dlv_job *)wjob;
+	dlv_run(job->srv->cfg, job);
+}
 
-	pthread_mutex_lock(&srv->lock);
-	struct dlv_job *job = srv->done;
-	srv->done = NULL;
-	pthread_mutex_unlock(&srv->lock);
-	while (job != NULL) {
-		struct dlv_job *next = job->next;
-		dlv_finish(srv, job);
-		job = next;
-	}
+static void dlv_job_drop(struct workpool_job *wjob)
+{
+	dlv_job_free((struct dlv_job *)wjob);
 }
 
 static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
@@ -259,7 +216,7 @@ static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
 			dlv_job_free(job);
 		job = NULL;
 	}
-	if (job == NULL || srv->pending >= DLV_PENDING_MAX || maildir[0] != '/') {
+	if (job == NULL || workpool_pending(srv->pool) >= DLV_PENDING_MAX || maildir[0] != '/') {
 		const char *why = job == NULL ? "out of memory" :
 				  maildir[0] != '/' ? "maildir path not absolute" :
 				  "too many deliveries pending";
@@ -281,19 +238,17 @@ static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
 	memcpy(job->id, id, sizeof(job->id));
 	job->rcpt_idx = rcpt_idx;
 	job->recovered = (flags & IPC_DLV_RECOVERED) != 0;
-	srv->pending++;
-	pthread_mutex_lock(&srv->lock);
-	*srv->todo_tail = job;
-	srv->todo_tail = &job->next;
-	pthread_cond_signal(&srv->cond);
-	pthread_mutex_unlock(&srv->lock);
+	job->srv = srv;
+	job->job.run = dlv_job_run;
+	job->job.done = dlv_finish;
+	workpool_submit(srv->pool, &job->job);
 }
 
 static void dlv_close_cb(struct ipc_conn *conn, void *ctx)
 {
 	struct dlv_server *srv = ctx;
-	log_info("queue connection closed; exiting (%u deliveries pending: running ones "
-		 "finish, queued ones are dropped)", srv->pending);
+	log_info("queue connection closed; exiting (%zu deliveries pending: running ones "
+		 "finish, queued ones are dropped)", workpool_pending(srv->pool));
 	ipc_conn_free(&srv->conn);
 	/* The master restarts us; running deliveries finish in the teardown. */
 	event_base_loopexit(srv->base, NULL);
@@ -308,46 +263,26 @@ static void dlv_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 int deliver_main(const struct config *cfg)
 {
-	struct dlv_server srv = { .cfg = cfg, .done_fd = -1 };
+	struct dlv_server srv = { .cfg = cfg };
+	const char *error;
 	int fd = -1, ret = 1;
 
-	srv.todo_tail = &srv.todo;
-	pthread_mutex_init(&srv.lock, NULL);
-	pthread_cond_init(&srv.cond, NULL);
 	signal(SIGPIPE, SIG_IGN);
-
 	if ((srv.base = event_base_new()) == NULL) {
 		log_error("event_base_new failed");
 		goto out;
 	}
-	if ((srv.done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-		log_error("eventfd: %s", strerror(errno));
-		goto out;
-	}
-	srv.done_ev = event_new(srv.base, srv.done_fd, EV_READ | EV_PERSIST, dlv_done_cb,
-				&srv);
 	srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, dlv_signal_cb, &srv);
 	srv.sigint_ev = evsignal_new(srv.base, SIGINT, dlv_signal_cb, &srv);
-	if (srv.done_ev == NULL || srv.sigterm_ev == NULL || srv.sigint_ev == NULL ||
-	    event_add(srv.done_ev, NULL) < 0 || event_add(srv.sigterm_ev, NULL) < 0 ||
-	    event_add(srv.sigint_ev, NULL) < 0) {
+	if (srv.sigterm_ev == NULL || srv.sigint_ev == NULL ||
+	    event_add(srv.sigterm_ev, NULL) < 0 || event_add(srv.sigint_ev, NULL) < 0) {
 		log_error("cannot set up events");
 		goto out;
 	}
-
-	/* Workers get no signals: the loop thread handles them. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	while (srv.nthreads < DLV_THREADS &&
-	       pthread_create(&srv.threads[srv.nthreads], NULL, dlv_thread, &srv) == 0)
-		srv.nthreads++;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (srv.nthreads == 0) {
-		log_error("cannot start delivery threads");
+	if ((srv.pool = workpool_new(srv.base, DLV_THREADS, &error)) == NULL) {
+		log_error("delivery threads: %s", error);
 		goto out;
 	}
-
 	if ((fd = ipc_connect_unix(DLV_SOCKET, DLV_CONNECT_TIMEOUT)) < 0) {
 		log_error("connect to queue %s: %s", DLV_SOCKET, strerror(errno));
 		goto out;
@@ -361,40 +296,22 @@ int deliver_main(const struct config *cfg)
 		log_error("cannot send hello to the queue");
 		goto out;
 	}
-	log_info("ready queue=%s threads=%u", DLV_SOCKET, srv.nthreads);
+	log_info("ready queue=%s threads=%u", DLV_SOCKET, workpool_threads(srv.pool));
 	if (event_base_dispatch(srv.base) < 0)
 		log_error("event loop failed");
 	else
 		ret = 0;
 out:
-	/* Running deliveries finish (join); queued ones are dropped: the queue
-	 * asks again and maildir_has() makes a repeat harmless. */
-	pthread_mutex_lock(&srv.lock);
-	srv.stop = true;
-	pthread_cond_broadcast(&srv.cond);
-	pthread_mutex_unlock(&srv.lock);
-	for (unsigned i = 0; i < srv.nthreads; i++)
-		pthread_join(srv.threads[i], NULL);
-	ipc_conn_free(&srv.conn);       /* finished results are logged, not sent */
-	while (srv.done != NULL) {
-		struct dlv_job *job = srv.done;
-		srv.done = job->next;
-		dlv_finish(&srv, job);
-	}
-	while (srv.todo != NULL) {
-		struct dlv_job *job = srv.todo;
-		srv.todo = job->next;
-		dlv_job_free(job);
-	}
-	struct event *evs[] = { srv.done_ev, srv.sigterm_ev, srv.sigint_ev };
+	/* Running deliveries finish; queued ones are dropped: the queue asks
+	 * again (flagged as recovered) and maildir_has() makes a repeat
+	 * harmless. Finished results are logged, not sent. */
+	ipc_conn_free(&srv.conn);
+	workpool_free(&srv.pool, dlv_job_drop);
+	struct event *evs[] = { srv.sigterm_ev, srv.sigint_ev };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
 			event_free(evs[i]);
-	if (srv.done_fd >= 0)
-		close(srv.done_fd);
 	if (srv.base != NULL)
 		event_base_free(srv.base);
-	pthread_mutex_destroy(&srv.lock);
-	pthread_cond_destroy(&srv.cond);
 	return ret;
 }

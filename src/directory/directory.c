@@ -10,18 +10,16 @@
  * counts, total and per client IP, each charged to the smtpd connection that
  * took it, so a crashed worker's counts are released with its connection; a
  * small thread pool that runs argon2id checks off the loop (DESIGN principle
- * 4). Results come back through an eventfd; a check whose requester has gone
+ * 4; lib/workpool.h). A check whose requester has gone
  * is dropped. Passwords are copied once, wiped after use and never logged.
  */
 #include "directory/directory.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,6 +31,7 @@
 #include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "lib/workpool.h"
 
 #define DIR_SOCKET            "run/dir.sock"
 #define DIR_IP_BUCKETS        1024
@@ -61,7 +60,7 @@ struct dir_client {             /* one connected smtpd worker */
 };
 
 struct dir_auth_job {
-	struct dir_auth_job *next;
+	struct workpool_job job;        /* first: the pool's view of it */
 	struct dir_client *client;
 	uint64_t req_id;
 	char *hash;             /* NULL for an unknown user: same cost, dummy hash */
@@ -74,19 +73,11 @@ struct dir_server {
 	const struct config *cfg;
 	struct event_base *base;
 	struct account_db *db;
-	struct event *listen_ev, *sigterm_ev, *sigint_ev, *done_ev;
+	struct event *listen_ev, *sigterm_ev, *sigint_ev;
 	struct dir_client *clients;
 	struct dir_ip *ips[DIR_IP_BUCKETS];
 	unsigned total;
-
-	pthread_mutex_t lock;   /* guards todo, done and stop */
-	pthread_cond_t cond;
-	struct dir_auth_job *todo, **todo_tail, *done;
-	bool stop;
-	unsigned auth_queued;   /* loop thread only: jobs not yet finished */
-	int done_fd;            /* eventfd: workers -> loop */
-	pthread_t threads[DIR_AUTH_THREADS_MAX];
-	unsigned nthreads;
+	struct workpool *pool;  /* password checks */
 };
 
 /* ---- connection counts ---- */
@@ -257,33 +248,12 @@ static void dir_auth_job_free(struct dir_auth_job *job)
 	free(job);
 }
 
-static void *dir_auth_thread(void *arg)
+/* Pool thread: the slow part. */
+static void dir_auth_run(struct workpool_job *wjob)
 {
-	struct dir_server *srv = arg;
-
-	pthread_mutex_lock(&srv->lock);
-	for (;;) {
-		while (!srv->stop && srv->todo == NULL)
-			pthread_cond_wait(&srv->cond, &srv->lock);
-		if (srv->stop)
-			break;
-		struct dir_auth_job *job = srv->todo;
-		if ((srv->todo = job->next) == NULL)
-			srv->todo_tail = &srv->todo;
-		pthread_mutex_unlock(&srv->lock);
-
-		job->result = password_verify(job->hash, job->password);
-		secure_zero(job->password, strlen(job->password));
-
-		pthread_mutex_lock(&srv->lock);
-		job->next = srv->done;
-		srv->done = job;
-		uint64_t one = 1;
-		ssize_t ret = write(srv->done_fd, &one, sizeof(one));
-		(void)ret;      /* EAGAIN: the counter is already non-zero */
-	}
-	pthread_mutex_unlock(&srv->lock);
-	return NULL;
+	struct dir_auth_job *job = (struct dir_auth_job *)wjob;
+	job->result = password_verify(job->hash, job->password);
+	secure_zero(job->password, strlen(job->password));
 }
 
 /* Loop thread: answers one finished (or, with reply false, abandoned) check. */
@@ -291,7 +261,6 @@ static void dir_auth_finish(struct dir_auth_job *job, bool reply)
 {
 	struct dir_client *c = job->client;
 
-	c->srv->auth_queued--;
 	if (reply && c->conn != NULL) {
 		enum ipc_auth_result res = job->result == 1 ? IPC_AUTH_OK :
 					   job->result == 0 ? IPC_AUTH_FAIL :
@@ -309,22 +278,16 @@ static void dir_auth_finish(struct dir_auth_job *job, bool reply)
 	dir_auth_job_free(job);
 }
 
-static void dir_auth_done_cb(evutil_socket_t fd, short what, void *arg)
+static void dir_auth_done(struct workpool_job *wjob)
 {
-	struct dir_server *srv = arg;
-	uint64_t n;
-	ssize_t ret = read(fd, &n, sizeof(n));
-	(void)ret;
+	dir_auth_finish((struct dir_auth_job *)wjob, true);
+}
 
-	pthread_mutex_lock(&srv->lock);
-	struct dir_auth_job *job = srv->done;
-	srv->done = NULL;
-	pthread_mutex_unlock(&srv->lock);
-	while (job != NULL) {
-		struct dir_auth_job *next = job->next;
-		dir_auth_finish(job, true);
-		job = next;
-	}
+/* At shutdown: checks never started are abandoned (this frees orphaned
+ * clients). */
+static void dir_auth_drop(struct workpool_job *wjob)
+{
+	dir_auth_finish((struct dir_auth_job *)wjob, false);
 }
 
 static void dir_auth(struct dir_client *c, uint64_t id, const char *user, const char *pw)
@@ -337,9 +300,9 @@ static void dir_auth(struct dir_client *c, uint64_t id, const char *user, const 
 	    (job->password = strdup(pw)) == NULL)
 		goto fail;
 	str_lcase(job->user);
-	if (srv->auth_queued >= DIR_AUTH_QUEUE_MAX) {
-		log_error("auth: %u password checks pending; answering tempfail",
-			  srv->auth_queued);
+	if (workpool_pending(srv->pool) >= DIR_AUTH_QUEUE_MAX) {
+		log_error("auth: %zu password checks pending; answering tempfail",
+			  workpool_pending(srv->pool));
 		goto fail;
 	}
 	if (account_user_get_hash(srv->db, job->user, &job->hash) < 0) {
@@ -349,12 +312,9 @@ static void dir_auth(struct dir_client *c, uint64_t id, const char *user, const 
 	job->client = c;
 	job->req_id = id;
 	c->auth_pending++;
-	srv->auth_queued++;
-	pthread_mutex_lock(&srv->lock);
-	*srv->todo_tail = job;
-	srv->todo_tail = &job->next;
-	pthread_cond_signal(&srv->cond);
-	pthread_mutex_unlock(&srv->lock);
+	job->job.run = dir_auth_run;
+	job->job.done = dir_auth_done;
+	workpool_submit(srv->pool, &job->job);
 	return;
 fail:;
 	struct ipc_writer w;
@@ -461,13 +421,10 @@ static void dir_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 int directory_main(const struct config *cfg)
 {
-	struct dir_server srv = { .cfg = cfg, .done_fd = -1 };
+	struct dir_server srv = { .cfg = cfg };
 	const char *error;
 	int lfd = -1, ret = 1;
 
-	srv.todo_tail = &srv.todo;
-	pthread_mutex_init(&srv.lock, NULL);
-	pthread_cond_init(&srv.cond, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	if (account_db_open(cfg->db_path, true, &srv.db, &error) < 0) {
@@ -482,62 +439,32 @@ int directory_main(const struct config *cfg)
 		log_error("listen on %s: %s", DIR_SOCKET, strerror(errno));
 		goto out;
 	}
-	if ((srv.done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-		log_error("eventfd: %s", strerror(errno));
-		goto out;
-	}
 	srv.listen_ev = event_new(srv.base, lfd, EV_READ | EV_PERSIST, dir_accept_cb, &srv);
-	srv.done_ev = event_new(srv.base, srv.done_fd, EV_READ | EV_PERSIST,
-				dir_auth_done_cb, &srv);
 	srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, dir_signal_cb, &srv);
 	srv.sigint_ev = evsignal_new(srv.base, SIGINT, dir_signal_cb, &srv);
-	if (srv.listen_ev == NULL || srv.done_ev == NULL || srv.sigterm_ev == NULL ||
+	if (srv.listen_ev == NULL || srv.sigterm_ev == NULL ||
 	    srv.sigint_ev == NULL || event_add(srv.listen_ev, NULL) < 0 ||
-	    event_add(srv.done_ev, NULL) < 0 || event_add(srv.sigterm_ev, NULL) < 0 ||
+	    event_add(srv.sigterm_ev, NULL) < 0 ||
 	    event_add(srv.sigint_ev, NULL) < 0) {
 		log_error("cannot set up events");
 		goto out;
 	}
 
-	/* Workers get no signals: the loop thread handles them. */
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned want = ncpu < DIR_AUTH_THREADS_MIN ? DIR_AUTH_THREADS_MIN :
 			ncpu > DIR_AUTH_THREADS_MAX ? DIR_AUTH_THREADS_MAX : (unsigned)ncpu;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	while (srv.nthreads < want &&
-	       pthread_create(&srv.threads[srv.nthreads], NULL, dir_auth_thread, &srv) == 0)
-		srv.nthreads++;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (srv.nthreads == 0) {
-		log_error("cannot start password check threads");
+	if ((srv.pool = workpool_new(srv.base, want, &error)) == NULL) {
+		log_error("password check threads: %s", error);
 		goto out;
 	}
 
-	log_info("ready socket=%s auth_threads=%u", DIR_SOCKET, srv.nthreads);
+	log_info("ready socket=%s auth_threads=%u", DIR_SOCKET, workpool_threads(srv.pool));
 	if (event_base_dispatch(srv.base) < 0)
 		log_error("event loop failed");
 	else
 		ret = 0;
 out:
-	pthread_mutex_lock(&srv.lock);
-	srv.stop = true;
-	pthread_cond_broadcast(&srv.cond);
-	pthread_mutex_unlock(&srv.lock);
-	for (unsigned i = 0; i < srv.nthreads; i++)
-		pthread_join(srv.threads[i], NULL);
-	/* Abandon checks that were not answered; this frees orphaned clients. */
-	while (srv.done != NULL) {
-		struct dir_auth_job *job = srv.done;
-		srv.done = job->next;
-		dir_auth_finish(job, false);
-	}
-	while (srv.todo != NULL) {
-		struct dir_auth_job *job = srv.todo;
-		srv.todo = job->next;
-		dir_auth_finish(job, false);
-	}
+	workpool_free(&srv.pool, dir_auth_drop);
 	while (srv.clients != NULL)
 		dir_client_unlink_free(srv.clients);
 	for (size_t i = 0; i < DIR_IP_BUCKETS; i++) {
@@ -547,18 +474,14 @@ out:
 			free(e);
 		}
 	}
-	struct event *evs[] = { srv.listen_ev, srv.done_ev, srv.sigterm_ev, srv.sigint_ev };
+	struct event *evs[] = { srv.listen_ev, srv.sigterm_ev, srv.sigint_ev };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
 			event_free(evs[i]);
 	if (lfd >= 0)
 		close(lfd);
-	if (srv.done_fd >= 0)
-		close(srv.done_fd);
 	if (srv.base != NULL)
 		event_base_free(srv.base);
 	account_db_close(&srv.db);
-	pthread_mutex_destroy(&srv.lock);
-	pthread_cond_destroy(&srv.cond);
 	return ret;
 }

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <ftw.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -66,6 +67,7 @@ static struct {
 	int stop_stage;
 	struct event *stop_timer;
 	struct event *sigs[4];
+	pid_t master_pid;
 } M;
 
 /* Frees the master's events and loop: at exit, and in a freshly forked
@@ -203,6 +205,11 @@ static void master_child_run(enum child_role role)
 			close(M.listeners[i].fd);
 	}
 	master_drop_privileges();
+	/* Children do not outlive the master (it alone restarts and reaps
+	 * them); set after the privilege drop, which clears it. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != M.master_pid)
+		exit(0);
 	int status = 1;
 	switch (role) {
 	case ROLE_DIRECTORY:
@@ -336,7 +343,9 @@ static void master_sigchld_cb(evutil_socket_t sig, short what, void *arg)
 		if (WIFSIGNALED(status))
 			log_error("%s pid=%ld killed by signal %d", role_names[c->role], (long)pid,
 				  WTERMSIG(status));
-		else if (!clean || !M.stopping)
+		else if (clean && (M.stopping || c->retiring))
+			log_info("%s pid=%ld exited", role_names[c->role], (long)pid);
+		else
 			log_warn("%s pid=%ld exited with status %d", role_names[c->role],
 				 (long)pid, WEXITSTATUS(status));
 		if (M.stopping)
@@ -383,7 +392,15 @@ static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 	if (M.stopping)
 		return;
 	if (config_load(M.cfg->path, &cfg, &errors) < 0) {
-		log_error("reload: configuration has errors, keeping the running one:\n%s", errors);
+		log_error("reload: the configuration has errors; keeping the running one");
+		for (char *line = errors, *nl; *line != '\0'; line = nl + 1) {
+			nl = strchr(line, '\n');
+			if (nl == NULL)
+				nl = line + strlen(line) - 1;
+			else
+				*nl = '\0';
+			log_error("reload: %s", line);
+		}
 		free(errors);
 		return;
 	}
@@ -420,6 +437,7 @@ int master_serve(struct config *cfg)
 {
 	memset(&M, 0, sizeof(M));
 	M.cfg = cfg;
+	M.master_pid = getpid();
 	if (chdir(cfg->data_dir) < 0)
 		fatal("data_dir %s: %s", cfg->data_dir, strerror(errno));
 	if (mkdir("run", 0700) < 0 && errno != EEXIST)

@@ -15,14 +15,12 @@
 #include "queue/queue.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/eventfd.h>
 
 #include <event2/event.h>
 
@@ -30,6 +28,7 @@
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "lib/workpool.h"
 #include "lib-queue/spool.h"
 
 #define QUEUE_HASH_SIZE      4096u
@@ -74,16 +73,15 @@ struct queue {
 	struct queue_msg *ready_head, *ready_tail;
 	size_t nmsgs;
 
-	/* group commit */
+	/* group commit: one batch at a time on a one-thread pool */
 	struct queue_msg *gather;       /* ENDed, waiting for the next batch */
-	struct queue_msg *batch;        /* owned by the commit thread */
-	struct queue_msg *done;         /* synced batches, for the loop to answer */
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool thread_busy, thread_stop;
-	int done_fd;                    /* eventfd: the thread finished a batch */
-	struct event *done_ev;
+	struct queue_commit {
+		struct workpool_job job;
+		struct queue *q;
+		struct queue_msg *batch;    /* the thread's while busy */
+		bool busy;
+	} commit;
+	struct workpool *pool;
 
 	struct event *listen_ev, *timer_ev;
 	int listen_fd;
@@ -339,63 +337,35 @@ static void queue_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- group commit ---- */
 
-static void *queue_commit_thread(void *arg)
+/* Commit thread: makes a batch durable, files first, then the directory
+ * entries of all of them with one fsync. */
+static void queue_commit_run(struct workpool_job *job)
 {
-	struct queue *q = arg;
-	pthread_mutex_lock(&q->lock);
-	for (;;) {
-		while (!q->thread_busy && !q->thread_stop)
-			pthread_cond_wait(&q->cond, &q->lock);
-		if (q->thread_stop && !q->thread_busy)
-			break;
-		struct queue_msg *batch = q->batch;
-		pthread_mutex_unlock(&q->lock);
-
-		bool ok = true;
-		const char *error = NULL;
-		for (struct queue_msg *m = batch; m != NULL; m = m->run_next) {
-			if (spool_writer_sync(m->writer, &error) < 0) {
-				m->failed = true;
-				log_error("id=%s fsync failed: %s", m->id, error);
-			}
+	struct queue_commit *c = (struct queue_commit *)job;
+	const char *error = NULL;
+	for (struct queue_msg *m = c->batch; m != NULL; m = m->run_next) {
+		if (spool_writer_sync(m->writer, &error) < 0) {
+			m->failed = true;
+			log_error("id=%s fsync failed: %s", m->id, error);
 		}
-		if (spool_sync_queue_dir(q->cfg->spool_dir) < 0) {
-			ok = false;
-			log_error("fsync of the queue directory failed: %s", strerror(errno));
-		}
-		pthread_mutex_lock(&q->lock);
-		/* A failed directory fsync fails the whole batch. */
-		struct queue_msg *last = batch;
-		for (; last != NULL; last = last->run_next) {
-			if (!ok)
-				last->failed = true;
-			if (last->run_next == NULL)
-				break;
-		}
-		if (last != NULL) {
-			last->run_next = q->done;
-			q->done = batch;
-		}
-		q->batch = NULL;
-		q->thread_busy = false;
-		uint64_t one = 1;
-		ssize_t ret = write(q->done_fd, &one, sizeof(one));
-		(void)ret;
 	}
-	pthread_mutex_unlock(&q->lock);
-	return NULL;
+	if (spool_sync_queue_dir(c->q->cfg->spool_dir) < 0) {
+		log_error("fsync of the queue directory failed: %s", strerror(errno));
+		for (struct queue_msg *m = c->batch; m != NULL; m = m->run_next)
+			m->failed = true;
+	}
 }
+
+static void queue_commit_done(struct workpool_job *job);
 
 static void queue_commit_kick(struct queue *q)
 {
-	pthread_mutex_lock(&q->lock);
-	if (!q->thread_busy && q->gather != NULL) {
-		q->batch = q->gather;
-		q->gather = NULL;
-		q->thread_busy = true;
-		pthread_cond_signal(&q->cond);
-	}
-	pthread_mutex_unlock(&q->lock);
+	if (q->commit.busy || q->gather == NULL)
+		return;
+	q->commit.batch = q->gather;
+	q->gather = NULL;
+	q->commit.busy = true;
+	workpool_submit(q->pool, &q->commit.job);
 }
 
 static void queue_reply(struct ipc_conn *conn, uint32_t type, uint64_t reqid, uint32_t status,
@@ -409,17 +379,14 @@ static void queue_reply(struct ipc_conn *conn, uint32_t type, uint64_t reqid, ui
 	ipc_writer_free(&w);
 }
 
-static void queue_commit_done_cb(evutil_socket_t fd, short what, void *arg)
+/* Loop thread: the batch is durable (or failed); answer every session. */
+static void queue_commit_done(struct workpool_job *job)
 {
-	struct queue *q = arg;
-	uint64_t n;
-	(void)what;
-	if (read(fd, &n, sizeof(n)) < 0)
-		return;
-	pthread_mutex_lock(&q->lock);
-	struct queue_msg *batch = q->done;
-	q->done = NULL;
-	pthread_mutex_unlock(&q->lock);
+	struct queue_commit *c = (struct queue_commit *)job;
+	struct queue *q = c->q;
+	struct queue_msg *batch = c->batch;
+	c->batch = NULL;
+	c->busy = false;
 
 	while (batch != NULL) {
 		struct queue_msg *m = batch;
@@ -552,10 +519,8 @@ static void queue_end(struct queue *q, struct ipc_conn *conn, uint64_t reqid)
 		return;
 	}
 	m->committing = true;
-	pthread_mutex_lock(&q->lock);
 	m->run_next = q->gather;
 	q->gather = m;
-	pthread_mutex_unlock(&q->lock);
 	queue_commit_kick(q);
 }
 
@@ -719,11 +684,12 @@ int queue_main(const struct config *cfg)
 		fatal("event_base_new failed");
 	if (spool_init(cfg->spool_dir, &error) < 0)
 		fatal("spool: %s", error);
-	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->cond, NULL);
-	q->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (q->done_fd < 0 || pthread_create(&q->thread, NULL, queue_commit_thread, q) != 0)
-		fatal("cannot start the commit thread");
+	q->commit.q = q;
+	q->commit.job.run = queue_commit_run;
+	q->commit.job.done = queue_commit_done;
+	q->pool = workpool_new(q->base, 1, &error);
+	if (q->pool == NULL)
+		fatal("commit thread: %s", error);
 
 	if (spool_scan(cfg->spool_dir, queue_recover_cb, q, &error) < 0)
 		fatal("spool recovery: %s", error);
@@ -734,13 +700,11 @@ int queue_main(const struct config *cfg)
 	if (q->listen_fd < 0)
 		fatal("cannot listen on run/q.sock: %s", strerror(errno));
 	q->listen_ev = event_new(q->base, q->listen_fd, EV_READ | EV_PERSIST, queue_accept_cb, q);
-	q->done_ev = event_new(q->base, q->done_fd, EV_READ | EV_PERSIST, queue_commit_done_cb, q);
 	q->timer_ev = event_new(q->base, -1, EV_PERSIST, queue_timer_cb, q);
 	struct event *ev_term = evsignal_new(q->base, SIGTERM, queue_stop_cb, q);
 	struct event *ev_int = evsignal_new(q->base, SIGINT, queue_stop_cb, q);
 	struct timeval second = { 1, 0 };
 	event_add(q->listen_ev, NULL);
-	event_add(q->done_ev, NULL);
 	event_add(q->timer_ev, &second);
 	event_add(ev_term, NULL);
 	event_add(ev_int, NULL);
@@ -748,19 +712,10 @@ int queue_main(const struct config *cfg)
 
 	event_base_dispatch(q->base);
 
-	/* Let a running commit finish: its files are durable either way, and
-	 * recovery will find them. */
-	pthread_mutex_lock(&q->lock);
-	q->thread_stop = true;
-	pthread_cond_signal(&q->cond);
-	pthread_mutex_unlock(&q->lock);
-	pthread_join(q->thread, NULL);
-	while (q->done != NULL) {
-		struct queue_msg *m = q->done;
-		q->done = m->run_next;
-		if (m->writer != NULL)
-			spool_writer_close(&m->writer);
-	}
+	/* A running commit finishes and is answered; one not started is
+	 * dropped, and its unsynced files go with their messages below (no
+	 * 250 was given for them). */
+	workpool_free(&q->pool, NULL);
 	while (q->peers != NULL) {
 		struct queue_peer *p = q->peers;
 		q->peers = p->next;
@@ -770,23 +725,14 @@ int queue_main(const struct config *cfg)
 	for (unsigned h = 0; h < QUEUE_HASH_SIZE; h++) {
 		while (q->by_id[h] != NULL) {
 			struct queue_msg *m = q->by_id[h];
-			if (m->committing && m->writer != NULL) {
-				/* Written and ended but maybe not synced: keep the
-				 * file, recovery decides. */
-				spool_writer_close(&m->writer);
-			}
 			queue_msg_free(q, m);
 		}
 	}
 	event_free(q->listen_ev);
-	event_free(q->done_ev);
 	event_free(q->timer_ev);
 	event_free(ev_term);
 	event_free(ev_int);
 	close(q->listen_fd);
-	close(q->done_fd);
-	pthread_mutex_destroy(&q->lock);
-	pthread_cond_destroy(&q->cond);
 	event_base_free(q->base);
 	free(q);
 	return 0;

@@ -179,3 +179,11 @@ def test_local_part_and_domain_limits(postern):
         r = c.cmd("RCPT TO:<a@" + ("b" * 63 + ".") * 4 + "test>")
         assert r.code // 100 == 5, r
         assert c.cmd("RCPT TO:<alice@example.test>").code == 250
+
+
+def test_duplicate_recipient_delivered_once(postern):
+    replies, final, token = deliver(postern, ["alice@example.test", "ALICE@example.test",
+                                              "alice+x@example.test"])
+    assert [r.code for r in replies] == [250, 250, 250], replies
+    assert final.code == 250
+    postern.wait_exact("alice@example.test", [token])

@@ -324,3 +324,42 @@ def test_queue_survives_restart(postern):
     q = queue_remote(postern)
     postern.restart()
     assert q.upper() in [i.upper() for i in postern.queue_ids()]
+
+
+def test_odd_names_stay_inside_the_data_dir(make_postern):
+    p = make_postern(users=())
+    for dom in ("../evil.test", "a/b.test", ".test", "evil.test/..", "-x.test", "a..b.test"):
+        assert_fails(p.cli("domain", "add", dom, check=False), f"domain add {dom!r}")
+    for addr in (".hidden@example.test", "..@example.test", "../x@example.test",
+                 "x.@example.test"):
+        assert_fails(p.cli("user", "add", addr, "--password-stdin", input="long-enough-pw\n",
+                           check=False), f"user add {addr!r} (not a valid dot-atom)")
+    accepted = []
+    for addr in ("a/b@example.test", '"../../x"@example.test', '"a/../../b"@example.test',
+                 "new@example.test"):
+        res = p.cli("user", "add", addr, "--password-stdin", input="long-enough-pw\n",
+                    check=False)
+        if res.returncode == 0:
+            accepted.append(addr)
+    assert "new@example.test" in accepted
+    with smtp_client(p.port()) as s:
+        s.ehlo()
+        for addr in accepted:
+            s.mail("sender@remote.test")
+            code, resp = s.rcpt(addr)
+            assert code == 250, (addr, code, resp)
+            code, resp = s.data(make_message(to=addr)[0])
+            assert code == 250, (addr, code, resp)
+    p.wait_messages("new@example.test", 1)
+    time.sleep(1.5)
+    mail = os.path.join(p.dir, "mail")
+    for root, dirs, files in os.walk(p.base):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.relpath(path, p.dir).startswith(".."):
+                assert os.path.basename(path).startswith("serve."), \
+                    f"file written outside the data dir: {path}"
+            elif os.path.basename(root) in ("new", "cur"):
+                parts = os.path.relpath(path, mail).split(os.sep)
+                assert len(parts) == 4 and parts[0] == "example.test" and \
+                    parts[1] not in (".", ".."), f"message stored outside a user's Maildir: {path}"

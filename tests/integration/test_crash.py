@@ -239,3 +239,30 @@ def test_killed_child_is_restarted(postern):
                     raise AssertionError(f"mail does not flow after killing child {kid}: {e}")
                 time.sleep(0.5)
     assert len(children_of(master)) >= len(kids), "killed children were not all restarted"
+
+
+def test_kill9_master_only_children_exit(postern):
+    """If only the master dies, its children must not keep serving (or holding the
+    listening sockets) as orphans; a restart then works and queued mail is kept."""
+    msg, token = make_message()
+    with open_transaction(postern) as c:
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(msg) + b".\r\n")
+        assert c.reply().code == 250
+    master = postern.proc.pid
+    kids = children_of(master)
+    os.kill(master, signal.SIGKILL)
+    postern.proc.wait(10)
+    postern.expected_death = True
+    deadline = time.monotonic() + 10
+    alive = kids
+    while time.monotonic() < deadline:
+        alive = [k for k in kids if os.path.exists(f"/proc/{k}") and
+                 open(f"/proc/{k}/stat").read().split(")")[-1].split()[0] not in ("Z", "X")]
+        if not alive:
+            break
+        time.sleep(0.1)
+    postern.kill9()   # clean up whatever is left (and record it as a problem)
+    assert not alive, f"children {alive} outlived the master by 10 s"
+    postern.start()
+    postern.wait_exact(ALICE, [token], settle=1)

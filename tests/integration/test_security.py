@@ -403,3 +403,123 @@ def test_garbage_and_long_commands_no_crash(postern):
     # the daemon still serves
     with RawSMTP(postern.port()) as c:
         assert c.reply().code == 220
+
+
+# ---- robustness -------------------------------------------------------------------------
+
+def test_garbage_tls_handshake(postern):
+    with RawSMTP(postern.port()) as c:
+        c.reply()
+        c.ehlo()
+        assert c.cmd("STARTTLS").code == 220
+        c.send(b"\x16\x03\x01\x00\x05hello this is not TLS\r\n" * 3)
+        closed, _ = c.closed_within(10)
+        assert closed, "server kept a broken TLS session open"
+    with RawSMTP(postern.port("submissions")) as c:   # implicit TLS port, plaintext client
+        c.send(b"EHLO plaintext.test\r\n")
+        closed, _ = c.closed_within(10)
+        assert closed
+    with RawSMTP(postern.port()) as c:
+        assert c.reply().code == 220, "daemon no longer serves after bad TLS input"
+
+
+def test_stalled_tls_handshake_times_out(make_postern):
+    p = make_postern(config={"smtp.command_timeout": "2"})
+    with RawSMTP(p.port()) as c:
+        c.reply()
+        c.ehlo()
+        assert c.cmd("STARTTLS").code == 220
+        closed, _ = c.closed_within(12)
+        assert closed, "a client that never starts the TLS handshake is never dropped"
+    with RawSMTP(p.port("submissions")) as c:
+        closed, _ = c.closed_within(12)
+        assert closed, "a client that never sends a ClientHello on submissions is never dropped"
+
+
+def test_no_log_injection(postern):
+    with RawSMTP(postern.port()) as c:
+        c.check_enhanced = False
+        c.reply()
+        for line in (b"EHLO x\nINJECTED-LOG-LINE-1 postern/master: info: fake",
+                     b"EHLO x\rINJECTED-LOG-LINE-2",
+                     b"MAIL FROM:<a@remote.test>\nINJECTED-LOG-LINE-3",
+                     b"NOOP \x1b[2J\x1b[HINJECTED-LOG-LINE-4"):
+            try:
+                c.cmd(line)
+            except (EOFError, ConnectionError):
+                break
+    time.sleep(0.5)
+    for l in postern.log_text().splitlines():
+        assert not l.startswith("INJECTED-LOG-LINE"), f"log line injected: {l!r}"
+        assert "\x1b" not in l, f"raw escape sequence in the log: {l!r}"
+        assert "\r" not in l, f"raw CR in the log: {l!r}"
+
+
+@pytest.mark.parametrize("size", ["18446744073709551617", "18446744073709551615",
+                                  "99999999999999999999999999", "-1", "1e9", "0x10"])
+def test_size_parameter_overflow(postern, size):
+    with RawSMTP(postern.port()) as c:
+        c.reply()
+        c.ehlo()
+        r = c.cmd(f"MAIL FROM:<sender@remote.test> SIZE={size}")
+        assert r.code // 100 == 5, f"SIZE={size}: {r}"
+
+
+def group_rss_kb(pgid):
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{name}/stat").read()
+            if int(stat[stat.rfind(")") + 2:].split()[2]) != pgid:
+                continue
+            for line in open(f"/proc/{name}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+@pytest.mark.parametrize("size", ["18446744073709551615", "18446744073709551617",
+                                  "4294967296", "99999999999999999999999999"])
+def test_bdat_size_overflow(postern, size):
+    with RawSMTP(postern.port()) as c:
+        c.reply()
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        assert c.cmd("RCPT TO:<alice@example.test>").code == 250
+        c.send(f"BDAT {size} LAST\r\n".encode() + b"x" * 100000)
+        # a refusal, a close, or silently reading (and discarding) the announced chunk
+        # are all fine; a 250, or memory sized after the announced chunk, is not
+        c.sock.settimeout(3)
+        try:
+            r = c.reply()
+        except (EOFError, ConnectionError, TimeoutError):
+            r = None
+        assert r is None or r.code // 100 in (4, 5), f"BDAT {size}: {r}"
+        rss = group_rss_kb(postern.proc.pid)
+        assert rss < 512 * 1024, f"daemon RSS {rss} kB after BDAT {size}"
+    time.sleep(0.5)
+    assert postern.messages("alice@example.test") == []
+    with RawSMTP(postern.port()) as c:
+        assert c.reply().code == 220
+
+
+def test_rset_in_bdat_then_new_transaction(postern):
+    msg, token = make_message()
+    with RawSMTP(postern.port()) as c:
+        c.reply()
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        assert c.cmd("RCPT TO:<alice@example.test>").code == 250
+        c.send(b"BDAT 10\r\n0123456789")
+        assert c.reply().code == 250
+        assert c.cmd("RSET").code == 250
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        assert c.cmd("RCPT TO:<alice@example.test>").code == 250
+        c.send(b"BDAT %d LAST\r\n" % len(msg) + msg)
+        assert c.reply().code == 250
+    [m] = postern.wait_exact("alice@example.test", [token])
+    assert b"0123456789" not in m
