@@ -193,6 +193,8 @@ static void master_child_run(enum child_role role)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			signal(sig, SIG_DFL);
 	}
+	/* A file size limit must show as EFBIG (a 4xx), not kill us. */
+	signal(SIGXFSZ, SIG_IGN);
 	log_set_role(role_names[role]);
 	/* The epoll set is shared with the master after fork: give the child
 	 * its own before freeing anything, or the deletes would reach into
