@@ -1,12 +1,15 @@
 # Postern — the two commands of the README:
 #   make run    build and run a demo instance (installs dependencies)
-#   make test   the whole test suite, also under ASan+UBSan (installs dependencies)
+#   make test   the whole test suite, also under ASan+UBSan, plus a short
+#               libFuzzer run of every parser (installs dependencies)
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 PYTEST     = /usr/bin/python3 -m pytest
 
-.PHONY: all deps build run test unit integration asan clean
+FUZZ_SECONDS ?= 15
+
+.PHONY: all deps build run test unit integration asan fuzz clean
 
 all: build
 
@@ -37,7 +40,10 @@ asan: deps $(ASAN_BUILD)/build.ninja
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 		POSTERN_BIN=$(CURDIR)/$(ASAN_BUILD)/postern $(PYTEST) -q tests/integration
 
-test: unit integration asan
+fuzz: deps
+	./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+test: unit integration asan fuzz
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -216,8 +216,12 @@ static char *path_join(const char *dir, const char *name)
 	return b.data;
 }
 
+/* Every problem counts, even one whose text no longer fits in the buffer. */
+#define CONFIG_ERROR(...) do { nerrors++; (void)buf_printf(&errors, __VA_ARGS__); } while (0)
+
 int config_load(const char *path, struct config **config_r, char **errors_r)
 {
+	unsigned nerrors = 0;
 	struct config *cfg = calloc(1, sizeof(*cfg));
 	char *text = NULL;
 	bool seen[sizeof(settings) / sizeof(settings[0])] = { false };
@@ -236,7 +240,7 @@ int config_load(const char *path, struct config **config_r, char **errors_r)
 			(void)setting_apply(cfg, &settings[i], settings[i].def);
 	}
 	if (read_file(path, 1024 * 1024, &text, NULL) < 0) {
-		buf_printf(&errors, "%s: cannot read: %s\n", path, strerror(errno));
+		CONFIG_ERROR("%s: cannot read: %s\n", path, strerror(errno));
 		goto out;
 	}
 
@@ -254,38 +258,38 @@ int config_load(const char *path, struct config **config_r, char **errors_r)
 			continue;
 		char *eq = strchr(line, '=');
 		if (eq == NULL) {
-			buf_printf(&errors, "%s:%u: expected \"key = value\"\n", path, lineno);
+			CONFIG_ERROR("%s:%u: expected \"key = value\"\n", path, lineno);
 			continue;
 		}
 		*eq = '\0';
 		char *key = trim(line), *value = trim(eq + 1);
 		const struct setting *s = setting_find(key);
 		if (s == NULL) {
-			buf_printf(&errors, "%s:%u: unknown key \"%s\"\n", path, lineno, key);
+			CONFIG_ERROR("%s:%u: unknown key \"%.100s\"\n", path, lineno, key);
 			continue;
 		}
 		size_t idx = (size_t)(s - settings);
 		if (seen[idx]) {
-			buf_printf(&errors, "%s:%u: duplicate key \"%s\"\n", path, lineno, key);
+			CONFIG_ERROR("%s:%u: duplicate key \"%.100s\"\n", path, lineno, key);
 			continue;
 		}
 		seen[idx] = true;
 		const char *reason = setting_apply(cfg, s, value);
 		if (reason != NULL)
-			buf_printf(&errors, "%s:%u: %s: %s\n", path, lineno, key, reason);
+			CONFIG_ERROR("%s:%u: %s: %s\n", path, lineno, key, reason);
 	}
 
-	if (errors.len == 0) {
+	if (nerrors == 0) {
 		if (cfg->data_dir == NULL)
-			buf_printf(&errors, "%s: data_dir is required\n", path);
+			CONFIG_ERROR("%s: data_dir is required\n", path);
 		if (cfg->hostname == NULL)
-			buf_printf(&errors, "%s: hostname is required\n", path);
+			CONFIG_ERROR("%s: hostname is required\n", path);
 		bool tls_needed = cfg->listen[LISTENER_SMTP] || cfg->listen[LISTENER_SUBMISSION] ||
 				  cfg->listen[LISTENER_SUBMISSIONS];
 		if (tls_needed && (cfg->tls_cert == NULL || cfg->tls_key == NULL))
-			buf_printf(&errors, "%s: tls.cert and tls.key are required\n", path);
+			CONFIG_ERROR("%s: tls.cert and tls.key are required\n", path);
 	}
-	if (errors.len == 0) {
+	if (nerrors == 0) {
 		if (cfg->mail_dir == NULL)
 			cfg->mail_dir = path_join(cfg->data_dir, "mail");
 		if (cfg->spool_dir == NULL)
@@ -295,8 +299,8 @@ int config_load(const char *path, struct config **config_r, char **errors_r)
 	}
 out:
 	free(text);
-	if (errors.len > 0) {
-		*errors_r = errors.data;
+	if (nerrors > 0) {
+		*errors_r = errors.data != NULL ? errors.data : strdup("configuration errors");
 		config_free(&cfg);
 		return -1;
 	}

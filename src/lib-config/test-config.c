@@ -129,6 +129,28 @@ static void test_several_errors(void **state)
 	free(errors);
 }
 
+static void test_huge_key(void **state)
+{
+	/* An error whose text would not fit in the error buffer still fails
+	 * the load (found by reading the code for the fuzzer). */
+	struct config *cfg;
+	char *errors;
+	(void)state;
+	size_t n = 70000;
+	char *text = malloc(sizeof(BASE) + n + 8);
+	assert_non_null(text);
+	memcpy(text, BASE, sizeof(BASE) - 1);
+	memset(text + sizeof(BASE) - 1, 'k', n);
+	memcpy(text + sizeof(BASE) - 1 + n, " = 1\n", 6);
+	assert_int_equal(write_conf(text), 0);
+	free(text);
+	assert_int_equal(config_load(path, &cfg, &errors), -1);
+	assert_null(cfg);
+	assert_non_null(strstr(errors, ":5: unknown key \"kkkk"));
+	free(errors);
+	unlink(path);
+}
+
 static void test_split_address(void **state)
 {
 	char host[64], port[8];
@@ -150,6 +172,7 @@ int main(void)
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_several_errors),
+		cmocka_unit_test(test_huge_key),
 		cmocka_unit_test(test_split_address),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
