@@ -306,6 +306,24 @@ static int user_precheck(struct account_db *db, const char *address, bool add)
 	return 0;
 }
 
+/* RFC 5321 4.5.1: every domain must accept mail for postmaster. The first
+ * user of a domain without one becomes its postmaster (an ordinary alias:
+ * change it with `alias del` / `alias add`). */
+static void ensure_postmaster(struct account_db *db, const char *user)
+{
+	const char *at = strrchr(user, '@');
+	const char *error;
+	char alias[400];
+	if (at == NULL || (size_t)snprintf(alias, sizeof(alias), "postmaster%s", at) >= sizeof(alias))
+		return;
+	if (strcmp(alias, user) == 0)
+		return;
+	/* Fails harmlessly when postmaster@ already is a user or an alias. */
+	if (account_alias_add(db, alias, user, &error) == 0)
+		printf("added alias %s -> %s (RFC 5321: every domain needs a postmaster)\n",
+		       alias, user);
+}
+
 int cli_user(const struct config *cfg, int argc, char **argv)
 {
 	struct account_db *db = NULL;
@@ -374,6 +392,8 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 		goto out;
 	}
 	printf(add ? "added user %s\n" : "changed password of user %s\n", addr);
+	if (add)
+		ensure_postmaster(db, addr);
 	ret = EXIT_SUCCESS;
 out:
 	sodium_memzero(password, sizeof(password));

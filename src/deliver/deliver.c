@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <event2/event.h>
 
@@ -38,12 +39,10 @@
 
 #define DLV_SOCKET          "run/q.sock"
 #define DLV_CONNECT_TIMEOUT 10000   /* ms, while the queue starts */
-#define DLV_THREADS         4
 #define DLV_PENDING_MAX     10000   /* requests queued or running; beyond: TEMPFAIL */
 
 struct dlv_job {
-	struct workpool_job job;        /* first: the pool's view of it */
-	struct dlv_server *srv;
+	struct dlv_job *next;
 	uint64_t req_id;
 	char id[17];
 	uint32_t rcpt_idx;
@@ -52,7 +51,17 @@ struct dlv_job {
 	enum ipc_dlv_status status;
 	bool recovered;         /* an earlier attempt may have written it */
 	bool already;           /* found in the Maildir, nothing written */
+	bool written;           /* tmp/<name> written, to be published */
+	char name[MAILDIR_NAME_MAX];
 	char text[512];
+};
+
+/* One batch at a time is made durable together (group commit). */
+struct dlv_batch {
+	struct workpool_job job;        /* first: the pool's view of it */
+	struct dlv_server *srv;
+	struct dlv_job *jobs;
+	bool busy;
 };
 
 struct dlv_server {
@@ -61,6 +70,9 @@ struct dlv_server {
 	struct ipc_conn *conn;  /* NULL once the queue has gone */
 	struct event *sigterm_ev, *sigint_ev;
 	struct workpool *pool;
+	struct dlv_job *waiting, **waiting_tail;   /* not yet in a batch */
+	size_t pending;                            /* waiting + in the batch */
+	struct dlv_batch batch;
 };
 
 static void dlv_job_free(struct dlv_job *job)
@@ -90,16 +102,16 @@ static enum ipc_dlv_status dlv_errno_status(int err)
 	       IPC_DLV_TEMPFAIL;
 }
 
-/* Worker thread: one delivery. Copies every thread-local error string into
+/* Pool thread: everything of one delivery up to a written tmp/<name>
+ * (fsync'ed when sync). Copies every thread-local error string into
  * job->text before returning. */
-static void dlv_run(const struct config *cfg, struct dlv_job *job)
+static void dlv_prepare(const struct config *cfg, struct dlv_job *job, bool sync)
 {
 	struct spool_envelope *env = NULL;
 	int fd = -1;
 	off_t off;
 	size_t len;
 	const char *error;
-	char name[MAILDIR_NAME_MAX];
 	char prefix[SPOOL_STRING_MAX + SMTP_ADDRESS_MAX + 64];
 
 	if (spool_read(cfg->spool_dir, job->id, &env, &fd, &off, &len, &error) < 0) {
@@ -116,14 +128,14 @@ static void dlv_run(const struct config *cfg, struct dlv_job *job)
 		dlv_set(job, IPC_DLV_PERMFAIL, "line break in sender or mailbox");
 		goto out;
 	}
-	if (maildir_name(name, sizeof(name), env->queued_at, job->id, job->rcpt_idx,
+	if (maildir_name(job->name, sizeof(job->name), env->queued_at, job->id, job->rcpt_idx,
 			 cfg->hostname) < 0) {
 		dlv_set(job, IPC_DLV_TEMPFAIL, "maildir name: %s", strerror(errno));
 		goto out;
 	}
 	/* Only a delivery that may have happened before (crash, restart of
 	 * a process) looks for an earlier copy: the check reads cur/. */
-	int has = job->recovered ? maildir_has(job->maildir, name) : 0;
+	int has = job->recovered ? maildir_has(job->maildir, job->name) : 0;
 	if (has < 0) {
 		dlv_set(job, IPC_DLV_TEMPFAIL, "maildir check: %s", strerror(errno));
 		goto out;
@@ -139,22 +151,90 @@ static void dlv_run(const struct config *cfg, struct dlv_job *job)
 		dlv_set(job, IPC_DLV_PERMFAIL, "sender or mailbox too long");
 		goto out;
 	}
-	if (maildir_deliver(job->maildir, name, prefix, (size_t)n, fd, off, len, &error) < 0) {
+	if (maildir_write_tmp(job->maildir, job->name, prefix, (size_t)n, fd, off, len, sync,
+			      &error) < 0) {
 		dlv_set(job, dlv_errno_status(errno), "%s", error);
 		goto out;
 	}
-	dlv_set(job, IPC_DLV_OK, "delivered");
+	job->written = true;
 out:
 	if (fd >= 0)
 		close(fd);
 	spool_envelope_free(&env);
 }
 
-/* Loop thread: logs a finished delivery and answers the queue. */
-static void dlv_finish(struct workpool_job *wjob)
+/* syncfs() of every file system that holds a Maildir of the batch that is
+ * at the given step; a failure fails those deliveries (temporarily). */
+static void dlv_sync_batch(struct dlv_job *jobs, bool written)
 {
-	struct dlv_job *job = (struct dlv_job *)wjob;
-	struct dlv_server *srv = job->srv;
+	struct dlv_fs { dev_t dev; int ret; int err; } seen[32];
+	size_t nseen = 0;
+	for (struct dlv_job *job = jobs; job != NULL; job = job->next) {
+		if (job->written != written || job->status != IPC_DLV_OK || job->already)
+			continue;
+		struct stat st;
+		int ret = 0, err = 0;
+		if (stat(job->maildir, &st) < 0) {
+			ret = -1;
+			err = errno;
+		} else {
+			size_t i;
+			for (i = 0; i < nseen && seen[i].dev != st.st_dev; i++)
+				;
+			if (i == nseen) {
+				/* More file systems than slots: sync each job's. */
+				int r = fs_sync(job->maildir);
+				if (nseen < sizeof(seen) / sizeof(seen[0]))
+					seen[nseen++] = (struct dlv_fs){ st.st_dev, r, errno };
+				ret = r;
+				err = errno;
+			} else {
+				ret = seen[i].ret;
+				err = seen[i].err;
+			}
+		}
+		if (ret < 0) {
+			dlv_set(job, IPC_DLV_TEMPFAIL, "syncfs %s: %s", job->maildir, strerror(err));
+			if (written)
+				maildir_discard_tmp(job->maildir, job->name);
+			job->written = false;
+		}
+	}
+}
+
+/* Pool thread: a batch of deliveries. With sync_method = syncfs the data of
+ * all its files is made durable with one flush per file system, then all
+ * are renamed into new/, then one more flush makes the names durable: two
+ * flushes per batch instead of two per message. The order (data before
+ * name, name before the reply) is the same as one delivery's. */
+static void dlv_batch_run(struct workpool_job *wjob)
+{
+	struct dlv_batch *b = (struct dlv_batch *)wjob;
+	const struct config *cfg = b->srv->cfg;
+	bool sync = cfg->sync_method == SYNC_FSYNC;
+	const char *error;
+
+	for (struct dlv_job *job = b->jobs; job != NULL; job = job->next) {
+		dlv_set(job, IPC_DLV_OK, "delivered");
+		dlv_prepare(cfg, job, sync);
+	}
+	if (!sync)
+		dlv_sync_batch(b->jobs, true);
+	for (struct dlv_job *job = b->jobs; job != NULL; job = job->next) {
+		if (!job->written)
+			continue;
+		job->written = false;
+		if (maildir_publish(job->maildir, job->name, sync, &error) < 0)
+			dlv_set(job, dlv_errno_status(errno), "%s", error);
+	}
+	if (!sync)
+		dlv_sync_batch(b->jobs, false);
+}
+
+/* Loop thread: logs a finished delivery and answers the queue. */
+static void dlv_finish(struct dlv_server *srv, struct dlv_job *job)
+{
+	srv->pending--;
 	if (job->status == IPC_DLV_OK)
 		log_info("%s id=%s to=%s maildir=%s",
 			 job->already ? "already delivered" : "delivered",
@@ -178,15 +258,52 @@ static void dlv_finish(struct workpool_job *wjob)
 	dlv_job_free(job);
 }
 
-static void dlv_job_run(struct workpool_job *wjob)
+static void dlv_batch_done(struct workpool_job *wjob);
+
+/* Loop thread: starts the next batch with what has been waiting. */
+static void dlv_kick(struct dlv_server *srv)
 {
-	struct dlv_job *job = (struct dlv_job *)wjob;
-	dlv_run(job->srv->cfg, job);
+	struct dlv_batch *b = &srv->batch;
+	if (b->busy || srv->waiting == NULL)
+		return;
+	b->jobs = srv->waiting;
+	srv->waiting = NULL;
+	srv->waiting_tail = &srv->waiting;
+	b->busy = true;
+	workpool_submit(srv->pool, &b->job);
 }
 
-static void dlv_job_drop(struct workpool_job *wjob)
+static void dlv_batch_done(struct workpool_job *wjob)
 {
-	dlv_job_free((struct dlv_job *)wjob);
+	struct dlv_batch *b = (struct dlv_batch *)wjob;
+	struct dlv_job *job = b->jobs;
+	b->jobs = NULL;
+	b->busy = false;
+	while (job != NULL) {
+		struct dlv_job *next = job->next;
+		dlv_finish(b->srv, job);
+		job = next;
+	}
+	dlv_kick(b->srv);
+}
+
+static void dlv_free_list(struct dlv_job *job)
+{
+	while (job != NULL) {
+		struct dlv_job *next = job->next;
+		dlv_job_free(job);
+		job = next;
+	}
+}
+
+/* At shutdown: a batch that never started is dropped (the queue asks
+ * again, flagged as recovered). */
+static void dlv_batch_drop(struct workpool_job *wjob)
+{
+	struct dlv_batch *b = (struct dlv_batch *)wjob;
+	dlv_free_list(b->jobs);
+	b->jobs = NULL;
+	b->busy = false;
 }
 
 static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
@@ -216,7 +333,7 @@ static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
 			dlv_job_free(job);
 		job = NULL;
 	}
-	if (job == NULL || workpool_pending(srv->pool) >= DLV_PENDING_MAX || maildir[0] != '/') {
+	if (job == NULL || srv->pending >= DLV_PENDING_MAX || maildir[0] != '/') {
 		const char *why = job == NULL ? "out of memory" :
 				  maildir[0] != '/' ? "maildir path not absolute" :
 				  "too many deliveries pending";
@@ -238,17 +355,17 @@ static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
 	memcpy(job->id, id, sizeof(job->id));
 	job->rcpt_idx = rcpt_idx;
 	job->recovered = (flags & IPC_DLV_RECOVERED) != 0;
-	job->srv = srv;
-	job->job.run = dlv_job_run;
-	job->job.done = dlv_finish;
-	workpool_submit(srv->pool, &job->job);
+	srv->pending++;
+	*srv->waiting_tail = job;
+	srv->waiting_tail = &job->next;
+	dlv_kick(srv);
 }
 
 static void dlv_close_cb(struct ipc_conn *conn, void *ctx)
 {
 	struct dlv_server *srv = ctx;
 	log_info("queue connection closed; exiting (%zu deliveries pending: running ones "
-		 "finish, queued ones are dropped)", workpool_pending(srv->pool));
+		 "finish, queued ones are dropped)", srv->pending);
 	ipc_conn_free(&srv->conn);
 	/* The master restarts us; running deliveries finish in the teardown. */
 	event_base_loopexit(srv->base, NULL);
@@ -267,6 +384,10 @@ int deliver_main(const struct config *cfg)
 	const char *error;
 	int fd = -1, ret = 1;
 
+	srv.waiting_tail = &srv.waiting;
+	srv.batch.srv = &srv;
+	srv.batch.job.run = dlv_batch_run;
+	srv.batch.job.done = dlv_batch_done;
 	signal(SIGPIPE, SIG_IGN);
 	if ((srv.base = event_base_new()) == NULL) {
 		log_error("event_base_new failed");
@@ -279,7 +400,7 @@ int deliver_main(const struct config *cfg)
 		log_error("cannot set up events");
 		goto out;
 	}
-	if ((srv.pool = workpool_new(srv.base, DLV_THREADS, &error)) == NULL) {
+	if ((srv.pool = workpool_new(srv.base, 1, &error)) == NULL) {
 		log_error("delivery threads: %s", error);
 		goto out;
 	}
@@ -306,7 +427,8 @@ out:
 	 * again (flagged as recovered) and maildir_has() makes a repeat
 	 * harmless. Finished results are logged, not sent. */
 	ipc_conn_free(&srv.conn);
-	workpool_free(&srv.pool, dlv_job_drop);
+	workpool_free(&srv.pool, dlv_batch_drop);
+	dlv_free_list(srv.waiting);
 	struct event *evs[] = { srv.sigterm_ev, srv.sigint_ev };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)

@@ -18,8 +18,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -201,13 +203,45 @@ static void dir_reply_u32(struct dir_client *c, uint64_t id, uint32_t v)
 	dir_reply(c, id, &w);
 }
 
+/* "<Postmaster>" without a domain (RFC 5321 4.5.1) is the postmaster of
+ * the first local domain that has one. */
+struct dir_postmaster {
+	struct account_db *db;
+	struct account_targets *t;
+	enum account_resolve_result res;
+};
+
+static void dir_postmaster_cb(const char *domain, void *ctx)
+{
+	struct dir_postmaster *pm = ctx;
+	char address[SMTP_ADDRESS_MAX + 1];
+	if (pm->res == ACCOUNT_RESOLVE_OK)
+		return;
+	snprintf(address, sizeof(address), "postmaster@%s", domain);
+	account_targets_free(pm->t);
+	pm->res = account_resolve(pm->db, address, pm->t);
+}
+
+static enum account_resolve_result dir_resolve(struct account_db *db, const char *address,
+					       struct account_targets *t)
+{
+	if (strchr(address, '@') != NULL)
+		return account_resolve(db, address, t);
+	if (strcasecmp(address, "postmaster") != 0)
+		return ACCOUNT_RESOLVE_NO_SUCH_USER;
+	struct dir_postmaster pm = { db, t, ACCOUNT_RESOLVE_NO_SUCH_USER };
+	if (account_domain_list(db, dir_postmaster_cb, &pm) < 0)
+		return ACCOUNT_RESOLVE_ERROR;
+	return pm.res;
+}
+
 static void dir_rcpt(struct dir_client *c, uint64_t id, const char *address)
 {
 	struct account_targets t = { NULL, 0 };
 	enum ipc_rcpt_result res = IPC_RCPT_TEMPFAIL;
 	struct ipc_writer w;
 
-	switch (account_resolve(c->srv->db, address, &t)) {
+	switch (dir_resolve(c->srv->db, address, &t)) {
 	case ACCOUNT_RESOLVE_OK: res = IPC_RCPT_OK; break;
 	case ACCOUNT_RESOLVE_NO_SUCH_USER: res = IPC_RCPT_NO_SUCH_USER; break;
 	case ACCOUNT_RESOLVE_NOT_LOCAL: res = IPC_RCPT_NOT_LOCAL; break;

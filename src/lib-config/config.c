@@ -18,7 +18,7 @@
 #include "lib/util.h"
 
 enum setting_type { SET_STRING, SET_PATH, SET_ADDRESS, SET_UINT, SET_SIZE, SET_DURATION,
-		    SET_BARE_LF, SET_LOG_TARGET, SET_LOG_LEVEL };
+		    SET_BARE_LF, SET_SYNC_METHOD, SET_LOG_TARGET, SET_LOG_LEVEL };
 
 struct setting {
 	const char *key;
@@ -41,6 +41,7 @@ static const struct setting settings[] = {
 	S("log", SET_LOG_TARGET, "stderr", log_target, 0, 0),
 	S("log_level", SET_LOG_LEVEL, "info", log_level, 0, 0),
 	S("smtpd_workers", SET_UINT, "0", smtpd_workers, 0, 64),
+	S("sync_method", SET_SYNC_METHOD, "syncfs", sync_method, 0, 0),
 	S("listen.smtp", SET_ADDRESS, NULL, listen[LISTENER_SMTP], 0, 0),
 	S("listen.submission", SET_ADDRESS, NULL, listen[LISTENER_SUBMISSION], 0, 0),
 	S("listen.submissions", SET_ADDRESS, NULL, listen[LISTENER_SUBMISSIONS], 0, 0),
@@ -173,6 +174,14 @@ static const char *setting_apply(struct config *cfg, const struct setting *s, co
 		if (n < s->min || n > s->max)
 			return "value out of range";
 		*(uint64_t *)(void *)field = n;
+		return NULL;
+	case SET_SYNC_METHOD:
+		if (strcmp(value, "syncfs") == 0)
+			cfg->sync_method = SYNC_SYNCFS;
+		else if (strcmp(value, "fsync") == 0)
+			cfg->sync_method = SYNC_FSYNC;
+		else
+			return "must be syncfs or fsync";
 		return NULL;
 	case SET_BARE_LF:
 		if (strcmp(value, "reject") == 0)

@@ -28,6 +28,9 @@ enum listener_kind {
 };
 
 enum bare_lf_policy { BARE_LF_REJECT, BARE_LF_NORMALIZE };
+/* How a batch of new files is made durable: one syncfs() of the file system
+ * (group commit; default) or an fsync() per file and directory. */
+enum sync_method { SYNC_SYNCFS, SYNC_FSYNC };
 
 struct config {
 	char *path;             /* the file this was read from */
@@ -40,6 +43,7 @@ struct config {
 	char *log_target;       /* "stderr" or "syslog" */
 	char *log_level;
 	unsigned smtpd_workers; /* 0: one per core */
+	enum sync_method sync_method;
 
 	char *listen[LISTENER_COUNT];   /* "ADDR:PORT" or NULL when off */
 

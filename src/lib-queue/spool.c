@@ -467,6 +467,17 @@ int spool_writer_sync(struct spool_writer *w, const char **error_r)
 	return 0;
 }
 
+int spool_writer_mark_synced(struct spool_writer *w, const char **error_r)
+{
+	if (w->state != SPOOL_WRITER_FINISHED) {
+		*error_r = w->state == SPOOL_WRITER_FAILED ? w->error
+				 : "spool: sync before finish (bug)";
+		return -1;
+	}
+	w->state = SPOOL_WRITER_SYNCED;
+	return 0;
+}
+
 uint64_t spool_writer_size(const struct spool_writer *w)
 {
 	return w->env_len + w->body_len +

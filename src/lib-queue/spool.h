@@ -148,6 +148,11 @@ int spool_writer_finish_write(struct spool_writer *w, const char **error_r);
 int spool_writer_sync(struct spool_writer *w, const char **error_r);
 
 /* The message's size on disk so far (envelope + body + end record). */
+/* For group commit by syncfs(): the caller has made the whole file system
+ * durable (data and directory entries of every finished writer) and marks
+ * the writer synced. 0, or -1 when the writer is not finished. */
+int spool_writer_mark_synced(struct spool_writer *w, const char **error_r);
+
 uint64_t spool_writer_size(const struct spool_writer *w);
 
 /* Closes and frees the writer; sets *w to NULL. If the writer was not

@@ -194,13 +194,12 @@ static int open_tmp(const char *path, const char *tmp, const char **error_r)
 	return -1;
 }
 
-int maildir_deliver(const char *path, const char *name, const char *prefix,
-		    size_t prefix_len, int src_fd, off_t off, size_t len,
-		    const char **error_r)
+int maildir_write_tmp(const char *path, const char *name, const char *prefix,
+		      size_t prefix_len, int src_fd, off_t off, size_t len, bool sync,
+		      const char **error_r)
 {
-	char tmp[PATH_MAX], dst[PATH_MAX], newdir[PATH_MAX];
+	char tmp[PATH_MAX];
 	unsigned char *buf = NULL;
-	bool tmp_exists = false;
 	int fd = -1, ret = -1, saved_errno = 0;
 
 	if (!name_valid(name)) {
@@ -208,16 +207,13 @@ int maildir_deliver(const char *path, const char *name, const char *prefix,
 		*error_r = maildir_errorf("maildir: invalid file name");
 		return -1;
 	}
-	if (path_join(tmp, sizeof(tmp), path, "tmp", name) < 0 ||
-	    path_join(dst, sizeof(dst), path, "new", name) < 0 ||
-	    path_join(newdir, sizeof(newdir), path, "new", NULL) < 0) {
+	if (path_join(tmp, sizeof(tmp), path, "tmp", name) < 0) {
 		*error_r = maildir_errorf("maildir: path too long: %s", path);
 		return -1;
 	}
 	fd = open_tmp(path, tmp, error_r);
 	if (fd < 0)
 		return -1;
-	tmp_exists = true;
 
 	if (prefix_len > 0 && write_full(fd, prefix, prefix_len) < 0) {
 		*error_r = maildir_errorf("maildir: write %s: %s", tmp, strerror(errno));
@@ -252,7 +248,7 @@ int maildir_deliver(const char *path, const char *name, const char *prefix,
 		off += n;
 		len -= (size_t)n;
 	}
-	if (fsync(fd) < 0) {
+	if (sync && fsync(fd) < 0) {
 		*error_r = maildir_errorf("maildir: fsync %s: %s", tmp, strerror(errno));
 		goto out;
 	}
@@ -263,37 +259,76 @@ int maildir_deliver(const char *path, const char *name, const char *prefix,
 		*error_r = maildir_errorf("maildir: close %s: %s", tmp, strerror(errno));
 		goto out;
 	}
-	r = rename(tmp, dst);
-	if (r < 0 && errno == ENOENT) {
-		/* new/ was removed under us (tmp/ exists): recreate, retry once. */
-		if (maildir_create(path, error_r) < 0)
-			goto out;
-		r = rename(tmp, dst);
-	}
-	if (r < 0) {
-		*error_r = maildir_errorf("maildir: rename %s to new/: %s", tmp,
-					  strerror(errno));
-		goto out;
-	}
-	tmp_exists = false;
-	/* Failing here leaves new/<name> possibly not durable; the caller
-	 * retries and the retry replaces it under the same name. */
-	if (fsync_dir(newdir) < 0) {
-		*error_r = maildir_errorf("maildir: fsync %s: %s", newdir, strerror(errno));
-		goto out;
-	}
 	ret = 0;
 out:
 	if (ret < 0)
 		saved_errno = errno;
 	if (fd >= 0)
 		close(fd);
-	if (tmp_exists)
+	if (ret < 0)
 		unlink(tmp);
 	free(buf);
 	if (ret < 0)
 		errno = saved_errno;
 	return ret;
+}
+
+int maildir_publish(const char *path, const char *name, bool sync, const char **error_r)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX], newdir[PATH_MAX];
+
+	if (!name_valid(name)) {
+		errno = EINVAL;
+		*error_r = maildir_errorf("maildir: invalid file name");
+		return -1;
+	}
+	if (path_join(tmp, sizeof(tmp), path, "tmp", name) < 0 ||
+	    path_join(dst, sizeof(dst), path, "new", name) < 0 ||
+	    path_join(newdir, sizeof(newdir), path, "new", NULL) < 0) {
+		*error_r = maildir_errorf("maildir: path too long: %s", path);
+		return -1;
+	}
+	int r = rename(tmp, dst);
+	if (r < 0 && errno == ENOENT && access(tmp, F_OK) == 0) {
+		/* new/ was removed under us (tmp/ exists): recreate, retry once. */
+		if (maildir_create(path, error_r) < 0)
+			goto fail;
+		r = rename(tmp, dst);
+	}
+	if (r < 0) {
+		*error_r = maildir_errorf("maildir: rename %s to new/: %s", tmp,
+					  strerror(errno));
+		goto fail;
+	}
+	/* Failing here leaves new/<name> possibly not durable; the caller
+	 * retries and the retry replaces it under the same name. */
+	if (sync && fsync_dir(newdir) < 0) {
+		*error_r = maildir_errorf("maildir: fsync %s: %s", newdir, strerror(errno));
+		return -1;
+	}
+	return 0;
+fail:;
+	int saved = errno;
+	unlink(tmp);
+	errno = saved;
+	return -1;
+}
+
+void maildir_discard_tmp(const char *path, const char *name)
+{
+	char tmp[PATH_MAX];
+	if (name_valid(name) && path_join(tmp, sizeof(tmp), path, "tmp", name) == 0)
+		unlink(tmp);
+}
+
+int maildir_deliver(const char *path, const char *name, const char *prefix,
+		    size_t prefix_len, int src_fd, off_t off, size_t len,
+		    const char **error_r)
+{
+	if (maildir_write_tmp(path, name, prefix, prefix_len, src_fd, off, len, true,
+			      error_r) < 0)
+		return -1;
+	return maildir_publish(path, name, true, error_r);
 }
 
 int maildir_has(const char *path, const char *name)

@@ -12,6 +12,7 @@
 #ifndef POSTERN_MAILDIR_H
 #define POSTERN_MAILDIR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -48,6 +49,19 @@ int maildir_name(char *out, size_t size, int64_t queued_at, const char *id,
 int maildir_deliver(const char *path, const char *name, const char *prefix,
 		    size_t prefix_len, int src_fd, off_t off, size_t len,
 		    const char **error_r);
+
+/* The two halves of maildir_deliver(), for a caller that makes a whole
+ * batch durable at once (group commit with syncfs, see lib/util.h fs_sync):
+ * maildir_write_tmp() writes path/tmp/<name> (fsync()ed when sync), and
+ * maildir_publish() renames it into new/ (fsync of new/ when sync). Data
+ * must be durable before the rename, the rename before the delivery is
+ * reported. On failure neither leaves a tmp file; maildir_discard_tmp()
+ * removes one that was written but will not be published. */
+int maildir_write_tmp(const char *path, const char *name, const char *prefix,
+		      size_t prefix_len, int src_fd, off_t off, size_t len, bool sync,
+		      const char **error_r);
+int maildir_publish(const char *path, const char *name, bool sync, const char **error_r);
+void maildir_discard_tmp(const char *path, const char *name);
 
 /* Recovery check: 1 if path/new/<name>, path/cur/<name> or
  * path/cur/<name>:<info> (e.g. ":2,S") exists, 0 if not (also when the

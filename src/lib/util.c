@@ -61,6 +61,18 @@ int fsync_dir(const char *path)
 	return ret;
 }
 
+int fs_sync(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int ret = syncfs(fd);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return ret;
+}
+
 int mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[4096];

@@ -17,6 +17,10 @@ int write_full(int fd, const void *data, size_t len);
 ssize_t read_full(int fd, void *data, size_t len);
 /* fsync() of the directory at path; 0 or -1 with errno. */
 int fsync_dir(const char *path);
+/* syncfs() of the file system holding path: every file's data and metadata
+ * on it durable with one device flush (group commit). 0 or -1 with errno
+ * (a write-back error since the last syncfs, on Linux >= 5.8). */
+int fs_sync(const char *path);
 /* mkdir -p with mode for every created component; 0 or -1 with errno. */
 int mkdir_p(const char *path, mode_t mode);
 /* Reads a whole (small) file into a NUL-terminated malloc'ed string. */

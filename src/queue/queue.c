@@ -337,20 +337,44 @@ static void queue_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- group commit ---- */
 
-/* Commit thread: makes a batch durable, files first, then the directory
- * entries of all of them with one fsync. */
+/* Commit thread: makes a batch durable: by default one syncfs() of the
+ * spool's file system; with sync_method = fsync, each file and then the
+ * directory entries of all of them with one fsync of the directory. */
 static void queue_commit_run(struct workpool_job *job)
 {
 	struct queue_commit *c = (struct queue_commit *)job;
+	const struct config *cfg = c->q->cfg;
 	const char *error = NULL;
-	for (struct queue_msg *m = c->batch; m != NULL; m = m->run_next) {
-		if (spool_writer_sync(m->writer, &error) < 0) {
-			m->failed = true;
-			log_error("id=%s fsync failed: %s", m->id, error);
+	bool ok = true;
+	if (cfg->sync_method == SYNC_SYNCFS) {
+		/* One flush for the files and directory entries of the whole
+		 * batch; syncfs() cannot say which file failed, so an error
+		 * fails them all. */
+		char dir[4096];
+		snprintf(dir, sizeof(dir), "%s/queue", cfg->spool_dir);
+		if (fs_sync(dir) < 0) {
+			log_error("syncfs of the spool failed: %s", strerror(errno));
+			ok = false;
+		}
+		for (struct queue_msg *m = c->batch; ok && m != NULL; m = m->run_next) {
+			if (spool_writer_mark_synced(m->writer, &error) < 0) {
+				m->failed = true;
+				log_error("id=%s spool write failed: %s", m->id, error);
+			}
+		}
+	} else {
+		for (struct queue_msg *m = c->batch; m != NULL; m = m->run_next) {
+			if (spool_writer_sync(m->writer, &error) < 0) {
+				m->failed = true;
+				log_error("id=%s fsync failed: %s", m->id, error);
+			}
+		}
+		if (spool_sync_queue_dir(cfg->spool_dir) < 0) {
+			log_error("fsync of the queue directory failed: %s", strerror(errno));
+			ok = false;
 		}
 	}
-	if (spool_sync_queue_dir(c->q->cfg->spool_dir) < 0) {
-		log_error("fsync of the queue directory failed: %s", strerror(errno));
+	if (!ok) {
 		for (struct queue_msg *m = c->batch; m != NULL; m = m->run_next)
 			m->failed = true;
 	}

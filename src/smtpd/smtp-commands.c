@@ -516,9 +516,9 @@ static void cmd_rcpt(struct smtp_session *s, const char *args, size_t len)
 	}
 	char addr[SMTP_ADDRESS_MAX * 4 + 8];
 	if (p->addr.domain[0] == '\0') {
-		/* <Postmaster> (RFC 5321 4.5.1): the postmaster of our hostname's
-		 * domain is resolved like any postmaster@ alias. */
-		snprintf(addr, sizeof(addr), "postmaster@%s", s->server->cfg->hostname);
+		/* <Postmaster> (RFC 5321 4.5.1): the directory resolves it to the
+		 * postmaster of a local domain. */
+		snprintf(addr, sizeof(addr), "postmaster");
 	} else {
 		smtp_address_format(&p->addr, addr, sizeof(addr));
 	}
@@ -574,7 +574,10 @@ static void smtp_rcpt_result(struct smtp_session *s, struct ipc_reader *r)
 	struct smtp_path_args *p = s->pending_rcpt;
 	s->pending_rcpt = NULL;
 	char addr[SMTP_ADDRESS_MAX * 4 + 8];
-	smtp_address_format(&p->addr, addr, sizeof(addr));
+	if (p->addr.domain[0] == '\0')
+		snprintf(addr, sizeof(addr), "postmaster");
+	else
+		smtp_address_format(&p->addr, addr, sizeof(addr));
 	free(p);
 
 	uint32_t result = ipc_get_u32(r);

@@ -181,6 +181,15 @@ void smtp_session_free(struct smtp_session **sp)
 	*sp = NULL;
 	struct smtpd *server = s->server;
 	smtp_transaction_reset(s);
+	if (s->wait == SMTP_WAIT_CONNECT && server->dir != NULL) {
+		struct smtpd_orphan *o = calloc(1, sizeof(*o));
+		if (o != NULL) {
+			o->id = s->id;
+			snprintf(o->ip, sizeof(o->ip), "%s", s->ip);
+			o->next = server->orphans;
+			server->orphans = o;
+		}
+	}
 	if (s->counted && server->dir != NULL) {
 		struct ipc_writer w;
 		ipc_writer_init(&w);

@@ -68,8 +68,35 @@ static void smtpd_dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id
 		return;
 	}
 	struct smtp_session *s = smtp_session_find(server, id);
-	if (s != NULL && s->wait != SMTP_WAIT_NONE)
+	if (s != NULL && s->wait != SMTP_WAIT_NONE) {
 		smtp_dir_reply(s, r);
+		return;
+	}
+	/* The verdict for a session that is already gone: give its slot back. */
+	for (struct smtpd_orphan **p = &server->orphans; *p != NULL; p = &(*p)->next) {
+		if ((*p)->id != id)
+			continue;
+		struct smtpd_orphan *o = *p;
+		*p = o->next;
+		if (ipc_get_u32(r) == IPC_CONN_OK && !r->error) {
+			struct ipc_writer w;
+			ipc_writer_init(&w);
+			ipc_put_str(&w, o->ip);
+			ipc_send(server->dir, IPC_DIR_DISCONNECT, id, &w);
+			ipc_writer_free(&w);
+		}
+		free(o);
+		return;
+	}
+}
+
+static void smtpd_orphans_free(struct smtpd *server)
+{
+	while (server->orphans != NULL) {
+		struct smtpd_orphan *o = server->orphans;
+		server->orphans = o->next;
+		free(o);
+	}
 }
 
 static void smtpd_queue_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
@@ -114,10 +141,12 @@ static void smtpd_peer_close_cb(struct ipc_conn *conn, void *ctx)
 	/* The master restarts the peer; until then, sessions that wait on it
 	 * get a temporary error and new requests are refused. */
 	log_error("lost connection to the %s process", dir ? "directory" : "queue");
-	if (dir)
+	if (dir) {
 		server->dir = NULL;
-	else
+		smtpd_orphans_free(server); /* the new directory counts afresh */
+	} else {
 		server->queue = NULL;
+	}
 	ipc_conn_free(&conn);
 	for (struct smtp_session *s = server->sessions; s != NULL; s = s->next)
 		smtp_session_peer_lost(s, dir);
@@ -253,6 +282,7 @@ int smtpd_main(const struct config *cfg, const struct smtpd_listener *ls, unsign
 	}
 	for (unsigned i = 0; i < nlisteners; i++)
 		evconnlistener_free(listeners[i]);
+	smtpd_orphans_free(&server);
 	ipc_conn_free(&server.dir);
 	ipc_conn_free(&server.queue);
 	event_free(ev_term);

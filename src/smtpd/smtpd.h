@@ -117,6 +117,14 @@ struct smtp_session {
 	struct smtp_path_args *pending_mail;
 };
 
+/* A session freed while its connection verdict was still on the way: if the
+ * directory counted it, the count must be given back when the verdict comes. */
+struct smtpd_orphan {
+	struct smtpd_orphan *next;
+	uint64_t id;
+	char ip[64];
+};
+
 struct smtpd {
 	struct event_base *base;
 	const struct config *cfg;
@@ -125,6 +133,7 @@ struct smtpd {
 	struct ipc_conn *queue;
 	struct smtp_session *sessions;
 	unsigned nsessions;
+	struct smtpd_orphan *orphans;
 	uint64_t next_id;
 	struct event *reconnect_ev;      /* while the directory or queue is away */
 	bool stopping;                   /* no new connections */

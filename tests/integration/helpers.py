@@ -68,6 +68,23 @@ def make_tls_material(directory):
     }
 
 
+def issue_cert(tls, directory, cn):
+    """A new server certificate (CN=cn, same SANs) from the test CA in `tls`; returns
+    (cert path, key path) in directory."""
+    ca_dir = os.path.dirname(tls["ca"])
+    cert = os.path.join(directory, f"{cn}.pem")
+    key = os.path.join(directory, f"{cn}.key")
+    csr = os.path.join(directory, f"{cn}.csr")
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
+                    csr, "-subj", f"/CN={cn}"], check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", tls["ca"], "-CAkey",
+                    os.path.join(ca_dir, "ca.key"), "-CAcreateserial", "-out", cert, "-days",
+                    "3", "-extfile", os.path.join(ca_dir, "ext.cnf")],
+                   check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
 def tls_client_context(tls):
     """A client context that verifies the daemon's certificate against the test CA
     (or, for an instance using init's own self-signed certificate, verifies nothing)."""

@@ -187,3 +187,33 @@ def test_duplicate_recipient_delivered_once(postern):
     assert [r.code for r in replies] == [250, 250, 250], replies
     assert final.code == 250
     postern.wait_exact("alice@example.test", [token])
+
+
+def test_alias_to_remote_is_forwarded(postern):
+    # forwarding through a local alias is not relaying: accepted and queued
+    postern.cli("alias", "add", "fwd@example.test", "friend@remote.test,alice@example.test")
+    replies, final, token = deliver(postern, ["fwd@example.test"])
+    assert replies[0].code == 250, replies
+    assert final.code == 250, final
+    postern.wait_exact("alice@example.test", [token])
+    assert postern.queue_ids(), "the remote alias target is not in the queue"
+
+
+def test_nested_alias(postern):
+    postern.cli("alias", "add", "outer@example.test", "inner@example.test")
+    postern.cli("alias", "add", "inner@example.test", "alice@example.test")
+    replies, final, token = deliver(postern, ["outer@example.test"])
+    assert replies[0].code == 250, replies
+    postern.wait_exact("alice@example.test", [token])
+
+
+def test_alias_loop_does_not_hang(postern):
+    postern.cli("alias", "add", "loop1@example.test", "loop2@example.test")
+    postern.cli("alias", "add", "loop2@example.test", "loop1@example.test")
+    with RawSMTP(postern.port()) as c:
+        c.reply()
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        r = c.cmd("RCPT TO:<loop1@example.test>")
+        assert r.code // 100 in (4, 5), f"alias loop: {r}"
+        assert c.cmd("RCPT TO:<alice@example.test>").code == 250

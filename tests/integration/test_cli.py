@@ -363,3 +363,36 @@ def test_odd_names_stay_inside_the_data_dir(make_postern):
                 parts = os.path.relpath(path, mail).split(os.sep)
                 assert len(parts) == 4 and parts[0] == "example.test" and \
                     parts[1] not in (".", ".."), f"message stored outside a user's Maildir: {path}"
+
+
+def peer_cn(p):
+    from helpers import RawSMTP
+    with RawSMTP(p.port("submissions"), tls=p.client_context()) as c:
+        c.reply()
+        cert = c.sock.getpeercert()
+    return dict(x[0] for x in cert["subject"])["commonName"]
+
+
+def test_sighup_reloads_certificate(make_postern, tls_material, tmp_path):
+    from helpers import issue_cert
+    import shutil
+    p = make_postern(start=False)
+    cert = str(tmp_path / "live.pem")
+    key = str(tmp_path / "live.key")
+    first = issue_cert(tls_material, str(tmp_path), "first.example.test")
+    shutil.copy(first[0], cert)
+    shutil.copy(first[1], key)
+    p.set_config("tls.cert", cert)
+    p.set_config("tls.key", key)
+    p.start()
+    assert peer_cn(p) == "first.example.test"
+    second = issue_cert(tls_material, str(tmp_path), "second.example.test")
+    shutil.copy(second[0], cert + ".new")
+    shutil.copy(second[1], key + ".new")
+    os.replace(key + ".new", key)
+    os.replace(cert + ".new", cert)
+    p.reload()
+    deadline = time.monotonic() + 10
+    while peer_cn(p) != "second.example.test":
+        assert time.monotonic() < deadline, "SIGHUP did not load the new certificate"
+        time.sleep(0.2)

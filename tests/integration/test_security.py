@@ -5,6 +5,7 @@ import os
 import socket
 import ssl
 import time
+import warnings
 
 import pytest
 
@@ -523,3 +524,22 @@ def test_rset_in_bdat_then_new_transaction(postern):
         assert c.reply().code == 250
     [m] = postern.wait_exact("alice@example.test", [token])
     assert b"0123456789" not in m
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+def test_old_tls_versions_refused(postern, version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = getattr(ssl.TLSVersion, version)
+            ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    except (ValueError, ssl.SSLError) as e:
+        pytest.skip(f"this client cannot offer {version}: {e}")
+    with pytest.raises((ssl.SSLError, OSError, EOFError)):
+        c = RawSMTP(postern.port("submissions"), tls=ctx)
+        c.reply()
+        c.close()

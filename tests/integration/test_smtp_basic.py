@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import time
 
 from helpers import (
     HOSTNAME,
@@ -364,3 +365,79 @@ def test_maildir_layout(postern):
     for sub in ("cur", "new", "tmp"):
         assert os.path.isdir(os.path.join(md, sub)), f"Maildir lacks {sub}/"
     assert os.listdir(os.path.join(md, "tmp")) == [], "tmp/ must be empty after delivery"
+
+
+def test_ehlo_resets_transaction(postern):
+    with RawSMTP(postern.port()) as c:
+        c.reply()
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        assert c.cmd("RCPT TO:<alice@example.test>").code == 250
+        c.ehlo()
+        r = c.cmd("DATA")
+        assert r.code in (503, 554), f"transaction survived a new EHLO: {r}"
+        r = c.cmd("RCPT TO:<alice@example.test>")
+        assert r.code == 503, r
+
+
+def test_binary_8bit_body_intact(postern):
+    octets = bytes(b for b in range(1, 256) if b not in (10, 13))
+    body = b"".join(octets[i:i + 60] + b"\r\n" for i in range(0, len(octets), 60))
+    token = unique_token()
+    msg = (f"Subject: 8bit {token}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n").encode() + body
+    with RawSMTP(postern.port()) as c:
+        c.reply()
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@remote.test> BODY=8BITMIME").code == 250
+        assert c.cmd("RCPT TO:<alice@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(msg) + b".\r\n")
+        r = c.reply()
+        assert r.code == 250, r
+    [m] = postern.wait_exact("alice@example.test", [token])
+    assert m.split(b"\n\n", 1)[1] == body.replace(b"\r\n", b"\n")
+
+
+def test_postmaster(postern):
+    # RFC 5321 4.5.1: postmaster@<served domain> and the bare <Postmaster> MUST be accepted.
+    # The first user of a domain became its postmaster when it was added.
+    aliases = postern.cli("alias", "list").stdout
+    assert "postmaster@example.test" in aliases and "alice@example.test" in aliases, aliases
+    msg, token = make_message(to="postmaster@example.test")
+    with RawSMTP(postern.port()) as c:
+        c.reply()
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        r = c.cmd("RCPT TO:<PostMaster@example.test>")
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<Postmaster>")
+        assert r.code == 250, f"RCPT TO:<Postmaster> (no domain): {r}"
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(msg) + b".\r\n")
+        assert c.reply().code == 250
+    # both name alice's mailbox: one copy
+    postern.wait_exact("alice@example.test", [token])
+
+
+def test_postmaster_alias_is_not_overwritten(postern):
+    postern.cli("alias", "del", "postmaster@example.test")
+    postern.cli("alias", "add", "postmaster@example.test", "bob@example.test")
+    postern.add_user("carol@example.test")
+    aliases = postern.cli("alias", "list").stdout
+    line = [l for l in aliases.splitlines() if l.startswith("postmaster@example.test")]
+    assert line and "bob@example.test" in line[0] and "carol" not in line[0], aliases
+
+
+def test_pipelining_flood_backpressure(postern):
+    import threading
+    n = 20000
+    with RawSMTP(postern.port(), timeout=30) as c:
+        c.reply()
+        c.ehlo()
+        sender = threading.Thread(target=lambda: c.send(b"NOOP\r\n" * n), daemon=True)
+        sender.start()
+        time.sleep(2)   # the client is not reading: the server must not buffer without bound
+        codes = [c.reply().code for _ in range(n)]
+        sender.join(30)
+        assert codes.count(250) == n, f"{codes.count(250)} of {n} NOOPs answered 250"
+        assert c.cmd("QUIT").code == 221

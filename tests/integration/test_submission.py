@@ -308,3 +308,22 @@ def test_password_change_takes_effect(postern):
         assert r.code == 535, f"old password still accepted: {r}"
         r = c.cmd("AUTH PLAIN " + plain(ALICE, "a-brand-new-pw"))
         assert r.code == 235, r
+
+
+def test_auth_authzid_same_user_and_case(postern):
+    with tls_raw(postern) as c:
+        r = c.cmd("AUTH PLAIN " + plain(ALICE, PASSWORDS[ALICE], authzid=ALICE))
+        assert r.code == 235, f"authzid equal to the user: {r}"
+    with tls_raw(postern) as c:
+        r = c.cmd("AUTH PLAIN " + plain("Alice@EXAMPLE.test", PASSWORDS[ALICE]))
+        assert r.code == 235, f"user name in another case: {r}"
+        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+
+
+def test_ehlo_after_auth_keeps_auth(postern):
+    # RFC 4954 4: a new EHLO does not reset the authentication state
+    with tls_raw(postern) as c:
+        assert c.cmd("AUTH PLAIN " + plain(ALICE, PASSWORDS[ALICE])).code == 235
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<alice@example.test>")
+        assert r.code == 250, r
