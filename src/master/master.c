@@ -36,6 +36,7 @@
 #include "directory/directory.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "lib-tls/tls.h"
 #include "queue/queue.h"
 #include "smtpd/smtpd.h"
 
@@ -68,6 +69,7 @@ static struct {
 	struct event *stop_timer;
 	struct event *sigs[4];
 	pid_t master_pid;
+	SSL_CTX *tls_ctx;          /* loaded here, shared by the smtpd workers */
 } M;
 
 /* Frees the master's events and loop: at exit, and in a freshly forked
@@ -203,8 +205,11 @@ static void master_child_run(enum child_role role)
 		fatal("event_reinit failed");
 	master_free_events();
 	if (role != ROLE_SMTPD) {
+		/* Only the smtpd workers need the sockets and the key. */
 		for (unsigned i = 0; i < M.nlisteners; i++)
 			close(M.listeners[i].fd);
+		SSL_CTX_free(M.tls_ctx);
+		M.tls_ctx = NULL;
 	}
 	master_drop_privileges();
 	/* Children do not outlive the master (it alone restarts and reaps
@@ -224,11 +229,12 @@ static void master_child_run(enum child_role role)
 		status = deliver_main(M.cfg);
 		break;
 	case ROLE_SMTPD:
-		status = smtpd_main(M.cfg, M.listeners, M.nlisteners);
+		status = smtpd_main(M.cfg, M.tls_ctx, M.listeners, M.nlisteners);
 		for (unsigned i = 0; i < M.nlisteners; i++)
 			close(M.listeners[i].fd);
 		break;
 	}
+	SSL_CTX_free(M.tls_ctx);
 	config_free(&M.cfg);
 	exit(status);
 }
@@ -414,6 +420,15 @@ static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	config_free(&M.cfg);
 	M.cfg = cfg;
+	const char *error;
+	SSL_CTX *ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &error);
+	if (ctx == NULL) {
+		log_error("reload: certificate: %s; keeping the old one", error);
+	} else {
+		SSL_CTX_free(M.tls_ctx);
+		M.tls_ctx = ctx;
+		log_info("reload: certificate loaded from %s", cfg->tls_cert);
+	}
 	/* Old workers stop accepting and finish their sessions; new ones
 	 * start with the new configuration and certificate. */
 	unsigned n = master_smtpd_count();
@@ -463,6 +478,13 @@ int master_serve(struct config *cfg)
 	if (M.nlisteners == 0)
 		fatal("no SMTP listener configured");
 
+	/* DESIGN.md: the master loads the TLS keys. A broken certificate is a
+	 * clear start-up error, and the workers share the loaded context. */
+	const char *error;
+	M.tls_ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &error);
+	if (M.tls_ctx == NULL)
+		fatal("TLS: %s", error);
+
 	M.base = event_base_new();
 	if (M.base == NULL)
 		fatal("event_base_new failed");
@@ -489,6 +511,7 @@ int master_serve(struct config *cfg)
 	master_free_events();
 	for (unsigned i = 0; i < M.nlisteners; i++)
 		close(M.listeners[i].fd);
+	SSL_CTX_free(M.tls_ctx);
 	config_free(&M.cfg);
 	log_info("stopped");
 	return 0;

@@ -223,7 +223,8 @@ static void smtpd_drain_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(server->base);
 }
 
-int smtpd_main(const struct config *cfg, const struct smtpd_listener *ls, unsigned count)
+int smtpd_main(const struct config *cfg, SSL_CTX *tls_ctx, const struct smtpd_listener *ls,
+	       unsigned count)
 {
 	struct smtpd server;
 	const char *error;
@@ -234,7 +235,10 @@ int smtpd_main(const struct config *cfg, const struct smtpd_listener *ls, unsign
 	server.base = event_base_new();
 	if (server.base == NULL)
 		fatal("event_base_new failed");
-	server.tls_ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &error);
+	if (tls_ctx != NULL && SSL_CTX_up_ref(tls_ctx) == 1)
+		server.tls_ctx = tls_ctx;
+	else
+		server.tls_ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &error);
 	if (server.tls_ctx == NULL)
 		fatal("TLS: %s", error);
 

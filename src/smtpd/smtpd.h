@@ -29,8 +29,10 @@ struct smtpd_listener {
 	enum listener_kind kind;
 };
 
-int smtpd_main(const struct config *cfg, const struct smtpd_listener *listeners,
-	       unsigned count);
+/* tls_ctx: the certificate context the master loaded before forking (the
+ * worker takes a reference; its pages stay shared with the other workers). */
+int smtpd_main(const struct config *cfg, SSL_CTX *tls_ctx,
+	       const struct smtpd_listener *listeners, unsigned count);
 
 enum smtp_state {
 	SMTP_STATE_CONNECT,     /* waiting for the connection verdict */
