@@ -29,6 +29,10 @@
 #define DEFAULT_DATA_TIMEOUT       600
 #define DEFAULT_MAX_AUTH_FAILURES  3
 
+/* Replies queued for a client that does not read them: beyond this, the
+ * session stops reading commands until they drain. */
+#define SMTP_OUTPUT_MAX         (64u * 1024)
+
 /* One IPC frame payload; DATA is sent in chunks well below this. */
 #define IPC_FRAME_MAX           (256u * 1024)
 #define IPC_DATA_CHUNK          (64u * 1024)

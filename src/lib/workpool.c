@@ -154,7 +154,8 @@ void workpool_free(struct workpool **poolp, void (*drop)(struct workpool_job *jo
 	struct workpool *pool = *poolp;
 	if (pool == NULL)
 		return;
-	*poolp = NULL;
+	/* *poolp stays valid while completions run: they may submit more,
+	 * which is then dropped below. */
 	pthread_mutex_lock(&pool->lock);
 	pool->stop = true;
 	pthread_cond_broadcast(&pool->cond);
@@ -168,6 +169,7 @@ void workpool_free(struct workpool **poolp, void (*drop)(struct workpool_job *jo
 		if (drop != NULL)
 			drop(job);
 	}
+	*poolp = NULL;
 	if (pool->done_ev != NULL)
 		event_free(pool->done_ev);
 	if (pool->done_fd >= 0)

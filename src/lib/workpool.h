@@ -31,8 +31,9 @@ void workpool_submit(struct workpool *pool, struct workpool_job *job);
 size_t workpool_pending(const struct workpool *pool);
 unsigned workpool_threads(const struct workpool *pool);
 /*
- * Stops the pool: running jobs finish and get their done() now; jobs not
- * started are handed to drop() instead (may be NULL when none can be left).
+ * Stops the pool: running jobs finish and get their done() now (they may
+ * still call workpool_submit()); jobs not started are handed to drop()
+ * instead (NULL: just forgotten).
  */
 void workpool_free(struct workpool **pool, void (*drop)(struct workpool_job *job));
 

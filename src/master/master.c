@@ -444,8 +444,14 @@ static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	for (unsigned i = 0; i < n; i++) {
 		struct child *c = master_child_new(ROLE_SMTPD);
-		if (c != NULL)
-			master_spawn(c);
+		if (c == NULL) {
+			/* Retiring workers still hold sessions from earlier
+			 * reloads; they free their slots as those end. */
+			log_error("reload: no free process slot for a new smtpd worker "
+				  "(limit %u); started %u of %u", MASTER_MAX_CHILDREN, i, n);
+			break;
+		}
+		master_spawn(c);
 	}
 	log_info("reload: configuration re-read, smtpd workers replaced");
 }

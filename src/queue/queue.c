@@ -136,8 +136,11 @@ static void queue_unlink_txn(struct queue *q, struct queue_msg *m)
 	m->owner = NULL;
 }
 
+static void queue_unready(struct queue *q, struct queue_msg *m);
+
 static void queue_msg_free(struct queue *q, struct queue_msg *m)
 {
+	queue_unready(q, m);
 	struct queue_msg **p = &q->by_id[queue_hash_str(m->id)];
 	for (; *p != NULL; p = &(*p)->id_next) {
 		if (*p == m) {
@@ -192,6 +195,42 @@ static void queue_make_ready(struct queue *q, struct queue_msg *m)
 	else
 		q->ready_head = m;
 	q->ready_tail = m;
+}
+
+static void queue_unready(struct queue *q, struct queue_msg *m)
+{
+	if (!m->ready)
+		return;
+	struct queue_msg *prev = NULL;
+	for (struct queue_msg *p = q->ready_head; p != NULL; prev = p, p = p->run_next) {
+		if (p != m)
+			continue;
+		if (prev != NULL)
+			prev->run_next = m->run_next;
+		else
+			q->ready_head = m->run_next;
+		if (q->ready_tail == m)
+			q->ready_tail = prev;
+		break;
+	}
+	m->ready = false;
+	m->run_next = NULL;
+}
+
+/* The spool file is gone (the operator deleted it): nothing more is
+ * delivered; the message is freed once no delivery of it is in flight. */
+static void queue_msg_forget(struct queue *q, struct queue_msg *m)
+{
+	bool inflight = false;
+	for (size_t i = 0; i < m->env->nrcpts; i++) {
+		if (m->rcpt_state[i] == RCPT_INFLIGHT)
+			inflight = true;
+		else
+			m->rcpt_state[i] = RCPT_FAILED;
+	}
+	queue_unready(q, m);
+	if (!inflight)
+		queue_msg_free(q, m);
 }
 
 /* Builds DATA/mail/<domain>/<localpart> for a canonical user address;
@@ -293,9 +332,12 @@ static void queue_dlv_result(struct queue *q, struct ipc_reader *r)
 		snprintf(path, sizeof(path), "%s/queue/%s", q->cfg->spool_dir, m->id);
 		if (access(path, F_OK) < 0 && errno == ENOENT) {
 			log_info("id=%s removed from the spool by the operator", m->id);
-			queue_msg_free(q, m);
+			queue_msg_forget(q, m);
 			return;
 		}
+		/* The copy may have reached new/ before the failure (a failed
+		 * fsync after the rename): every retry checks first. */
+		m->recovered = true;
 		unsigned n = m->attempts[idx]++;
 		unsigned delay = n >= 7 ? QUEUE_RETRY_MAX : QUEUE_RETRY_MIN << n;
 		if (delay > QUEUE_RETRY_MAX)
@@ -740,6 +782,8 @@ int queue_main(const struct config *cfg)
 	 * dropped, and its unsynced files go with their messages below (no
 	 * 250 was given for them). */
 	workpool_free(&q->pool, NULL);
+	/* Let the replies of that last commit reach the workers. */
+	event_base_loop(q->base, EVLOOP_NONBLOCK);
 	while (q->peers != NULL) {
 		struct queue_peer *p = q->peers;
 		q->peers = p->next;

@@ -652,7 +652,9 @@ static void smtp_received_header(struct smtp_session *s)
 	buf_printf(&s->out, ";\n\t%s\n", date);
 }
 
-static void smtp_queue_begin(struct smtp_session *s)
+/* Asks the queue to open a spool file; parks until it answers. -1 when the
+ * request cannot be sent (the caller answers). */
+static int smtp_queue_begin(struct smtp_session *s)
 {
 	struct smtp_transaction *t = &s->txn;
 	struct ipc_writer w;
@@ -673,11 +675,10 @@ static void smtp_queue_begin(struct smtp_session *s)
 	}
 	int ret = s->server->queue != NULL ? ipc_send(s->server->queue, IPC_Q_BEGIN, s->id, &w) : -1;
 	ipc_writer_free(&w);
-	if (ret < 0) {
-		smtp_reply(s, 451, "4.3.0", "Error: queue not available");
-		return;
-	}
+	if (ret < 0)
+		return -1;
 	smtp_park(s, SMTP_WAIT_BEGIN);
+	return 0;
 }
 
 static void cmd_data(struct smtp_session *s, const char *args, size_t len)
@@ -686,7 +687,8 @@ static void cmd_data(struct smtp_session *s, const char *args, size_t len)
 		smtp_reply(s, 501, "5.5.4", "Syntax: DATA");
 		return;
 	}
-	smtp_queue_begin(s);
+	if (smtp_queue_begin(s) < 0)
+		smtp_reply(s, 451, "4.3.0", "Error: queue not available");
 }
 
 /* Sends what the DATA filter produced to the queue. */
@@ -849,8 +851,10 @@ static void cmd_bdat(struct smtp_session *s, const char *args, size_t len)
 		t->bdat = true;
 		smtp_data_init(&t->data, SMTP_DATA_RAW, s->server->cfg->bare_lf == BARE_LF_NORMALIZE,
 			       s->server->cfg->max_line_length);
-		smtp_queue_begin(s);
-		return;
+		if (smtp_queue_begin(s) == 0)
+			return;
+		/* The chunk still follows: consume it, then refuse it once. */
+		t->bdat_fail_code = 451;
 	}
 	smtp_session_enter_state(s, SMTP_STATE_BDAT);
 	if (size == 0)
@@ -1088,13 +1092,14 @@ void smtp_session_peer_lost(struct smtp_session *s, bool dir)
 		smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
 		break;
 	default:
-		/* BEGIN or END: no 250 can be given. */
-		smtp_reply(s, 451, "4.3.0", "Error: queue not available, try again");
+		/* BEGIN or END: no 250 can be given. A BDAT chunk that still
+		 * follows is consumed first and gets the one reply. */
 		if (t->bdat && t->bdat_remaining > 0) {
-			t->bdat_fail_code = 554;
+			t->bdat_fail_code = 451;
 			smtp_session_enter_state(s, SMTP_STATE_BDAT);
 			break;
 		}
+		smtp_reply(s, 451, "4.3.0", "Error: queue not available, try again");
 		smtp_transaction_reset(s);
 		smtp_session_enter_state(s, SMTP_STATE_READY);
 		break;

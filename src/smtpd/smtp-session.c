@@ -37,7 +37,8 @@ static void smtp_session_event_cb(struct bufferevent *bev, short what, void *arg
 
 void smtp_session_enter_state(struct smtp_session *s, enum smtp_state state)
 {
-	if (s->state == state)
+	/* A closing session stays closing, whatever its callers do next. */
+	if (s->state == state || s->state == SMTP_STATE_QUIT)
 		return;
 	log_debug("session=%llx state %s -> %s", (unsigned long long)s->id,
 		  state_names[s->state], state_names[state]);
@@ -48,6 +49,8 @@ void smtp_reply(struct smtp_session *s, unsigned code, const char *enhanced, con
 {
 	char text[512];
 	va_list ap;
+	if (s->state == SMTP_STATE_QUIT)
+		return; /* after the final reply (421, 221) nothing more is said */
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
@@ -371,6 +374,13 @@ static void smtp_session_process(struct smtp_session *s)
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			break;
+		/* A client that sends commands but does not read the replies
+		 * is not read from either: replies stay bounded. (The write
+		 * callback resumes once the output has drained.) */
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SMTP_OUTPUT_MAX) {
+			s->output_blocked = true;
+			break;
+		}
 		if (s->state == SMTP_STATE_DATA ||
 		    (s->state == SMTP_STATE_BDAT && s->txn.bdat_remaining > 0)) {
 			struct evbuffer_iovec v;
@@ -403,7 +413,7 @@ static void smtp_session_process(struct smtp_session *s)
 		return;
 	smtp_session_set_timeout(s);
 	/* Parked sessions stop reading: back-pressure onto the client. */
-	if (s->wait == SMTP_WAIT_NONE)
+	if (s->wait == SMTP_WAIT_NONE && !s->output_blocked)
 		bufferevent_enable(s->bev, EV_READ);
 	else
 		bufferevent_disable(s->bev, EV_READ);
@@ -424,8 +434,15 @@ static void smtp_session_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session *s = arg;
 	(void)bev;
-	if (s->state == SMTP_STATE_QUIT && !evtimer_pending(s->close_ev, NULL))
-		smtp_session_close_cb(-1, 0, s);
+	if (s->state == SMTP_STATE_QUIT) {
+		if (!evtimer_pending(s->close_ev, NULL))
+			smtp_session_close_cb(-1, 0, s);
+		return;
+	}
+	if (s->output_blocked) {
+		s->output_blocked = false;
+		smtp_session_process(s);
+	}
 }
 
 static void smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)

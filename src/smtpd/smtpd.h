@@ -107,6 +107,7 @@ struct smtp_session {
 	unsigned errors;
 	unsigned auth_failures;
 	bool skip_line;                  /* discarding the rest of an over-long line */
+	bool output_blocked;             /* not reading until the client reads replies */
 	size_t skipped;
 	/* AUTH exchange */
 	int auth_mech;                   /* 0 none, 1 PLAIN, 2 LOGIN */

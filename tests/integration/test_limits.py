@@ -196,6 +196,30 @@ def test_max_errors_disconnects(make_postern):
         assert replies[-1].code == 421 or len(replies) <= 3, replies
 
 
+def test_max_errors_reached_by_a_refused_message_closes(make_postern):
+    """The error that reaches the limit may be the reply to a message (here a bare LF):
+    after that 421 the session is over, whatever state the transaction was in."""
+    p = make_postern(config={"smtp.max_errors": "3"})
+    with session(p) as c:
+        assert c.cmd("BOGUS1").code == 500
+        assert c.cmd("BOGUS2").code == 500
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        assert c.cmd("RCPT TO:<alice@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(b"Subject: x\r\n\r\nbare\nLF\r\n.\r\n")
+        r = c.reply()
+        assert r.code // 100 == 5, r
+        r = c.reply()
+        assert r.code == 421, f"the third error must end the session: {r}"
+        # nothing more is answered: the server closes
+        try:
+            c.send(b"NOOP\r\n")
+        except OSError:
+            pass
+        closed, data = c.closed_within(5)
+        assert closed and b"250" not in data, f"session went on after 421: {data!r}"
+
+
 def test_command_timeout(make_postern):
     p = make_postern(config={"smtp.command_timeout": "2"})
     with session(p) as c:
