@@ -238,6 +238,10 @@ def test_killed_child_is_restarted(postern):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"mail does not flow after killing child {kid}: {e}")
                 time.sleep(0.5)
+    # a child that died young is restarted after a backoff (1 s, then 2 s, ...)
+    deadline = time.monotonic() + 15
+    while len(children_of(master)) < len(kids) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert len(children_of(master)) >= len(kids), "killed children were not all restarted"
 
 
