@@ -79,6 +79,8 @@ open(sys.argv[2], "wb").write(binascii.unhexlify("".join(text.split())))' \
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 failed=0
+npass=0
+nfail=0
 for f in $fuzzers; do
 	name=${f#fuzz-}
 	dir="$work/$name"
@@ -96,6 +98,11 @@ for f in $fuzzers; do
 		crashes=1 # died without an artifact (e.g. setup failed)
 	fi
 	echo "$f: ${runs:-0} runs, $crashes crashes"
+	if [ "$rc" -eq 0 ] && [ "$crashes" -eq 0 ]; then
+		npass=$((npass + 1))
+	else
+		nfail=$((nfail + 1))
+	fi
 	if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
 		failed=1
 		keep=1
@@ -107,4 +114,5 @@ for f in $fuzzers; do
 		done
 	fi
 done
+echo "fuzz: $npass passed, $nfail failed"
 exit "$failed"
