@@ -478,6 +478,17 @@ static void smtp_sender_result(struct smtp_session *s, struct ipc_reader *r)
 
 /* ---- RCPT ---- */
 
+/* The recipient as the directory resolves it and the logs show it:
+ * "<Postmaster>" without a domain (RFC 5321 4.5.1) is "postmaster", which
+ * the directory maps to the postmaster of a local domain. */
+static void smtp_rcpt_address(const struct smtp_path_args *p, char *addr, size_t size)
+{
+	if (p->addr.domain[0] == '\0')
+		snprintf(addr, size, "postmaster");
+	else
+		smtp_address_format(&p->addr, addr, size);
+}
+
 static void cmd_rcpt(struct smtp_session *s, const char *args, size_t len)
 {
 	struct smtp_path_args *p = calloc(1, sizeof(*p));
@@ -515,13 +526,7 @@ static void cmd_rcpt(struct smtp_session *s, const char *args, size_t len)
 		return;
 	}
 	char addr[SMTP_ADDRESS_MAX * 4 + 8];
-	if (p->addr.domain[0] == '\0') {
-		/* <Postmaster> (RFC 5321 4.5.1): the directory resolves it to the
-		 * postmaster of a local domain. */
-		snprintf(addr, sizeof(addr), "postmaster");
-	} else {
-		smtp_address_format(&p->addr, addr, sizeof(addr));
-	}
+	smtp_rcpt_address(p, addr, sizeof(addr));
 	struct ipc_writer w;
 	ipc_writer_init(&w);
 	ipc_put_str(&w, addr);
@@ -574,10 +579,7 @@ static void smtp_rcpt_result(struct smtp_session *s, struct ipc_reader *r)
 	struct smtp_path_args *p = s->pending_rcpt;
 	s->pending_rcpt = NULL;
 	char addr[SMTP_ADDRESS_MAX * 4 + 8];
-	if (p->addr.domain[0] == '\0')
-		snprintf(addr, sizeof(addr), "postmaster");
-	else
-		smtp_address_format(&p->addr, addr, sizeof(addr));
+	smtp_rcpt_address(p, addr, sizeof(addr));
 	free(p);
 
 	uint32_t result = ipc_get_u32(r);
