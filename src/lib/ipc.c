@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -292,4 +293,107 @@ int ipc_connect_unix(const char *path, int timeout_ms)
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
+}
+
+/* ---- blocking client side ---- */
+
+static int ipc_sync_write(int fd, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int ipc_sync_send(int fd, uint32_t type, uint64_t id, const struct ipc_writer *w)
+{
+	if (w->b.max == 0 || w->b.len > IPC_FRAME_MAX) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	struct ipc_header h = { .type = type, .len = (uint32_t)w->b.len, .id = id };
+	if (ipc_sync_write(fd, &h, sizeof(h)) < 0)
+		return -1;
+	return w->b.len > 0 ? ipc_sync_write(fd, w->b.data, w->b.len) : 0;
+}
+
+static int ipc_sync_read(int fd, void *data, size_t len, const struct timespec *deadline)
+{
+	unsigned char *p = data;
+	while (len > 0) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long ms = (deadline->tv_sec - now.tv_sec) * 1000 +
+			  (deadline->tv_nsec - now.tv_nsec) / 1000000;
+		if (ms <= 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int r = poll(&pfd, 1, (int)ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			continue;
+		ssize_t n = read(fd, p, len);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			errno = ECONNRESET;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int ipc_sync_recv(int fd, uint32_t *type_r, uint64_t *id_r, struct buf *payload_r,
+		  int timeout_ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	struct ipc_header h;
+	if (ipc_sync_read(fd, &h, sizeof(h), &deadline) < 0)
+		return -1;
+	if (h.len > IPC_FRAME_MAX) {
+		errno = EPROTO;
+		return -1;
+	}
+	buf_reset(payload_r);
+	if (h.len > 0) {
+		unsigned char tmp[4096];
+		size_t left = h.len;
+		while (left > 0) {
+			size_t n = left < sizeof(tmp) ? left : sizeof(tmp);
+			if (ipc_sync_read(fd, tmp, n, &deadline) < 0)
+				return -1;
+			if (buf_append(payload_r, tmp, n) < 0) {
+				errno = ENOMEM;
+				return -1;
+			}
+			left -= n;
+		}
+	}
+	*type_r = h.type;
+	*id_r = h.id;
+	return 0;
 }

@@ -47,7 +47,30 @@ enum ipc_type {
 	IPC_DLV_REQUEST,         /* str id, u32 rcpt index, str mailbox, str maildir path,
 				    u32 flags (IPC_DLV_RECOVERED: check for an earlier copy first) */
 	IPC_DLV_RESULT,          /* str id, u32 rcpt index, u32 enum ipc_dlv_status, str text */
+	IPC_DLV_REMOTE,          /* queue -> deliver: one SMTP transaction to a remote domain:
+				    str id, str domain, str route ("HOST:PORT" smarthost or NULL
+				    for MX lookup), u32 enum ipc_tls_policy, u32 flags,
+				    u32 n, n * u32 rcpt index (all of the same domain) */
+	IPC_DLV_REMOTE_RESULT,   /* deliver -> queue, same request id: str id, str remote host
+				    ("mx.example.com[127.0.0.2]" or NULL when none answered),
+				    str tls ("TLSv1.3 TLS_AES_256_GCM_SHA384" or NULL),
+				    u32 peer_dsn (1 when the peer took NOTIFY/ORCPT), u32 n,
+				    n * (u32 rcpt index, u32 enum ipc_dlv_status, str reply) */
+
+	/* `postern queue|sendmail` (CLI) -> queue; the CLI connects to run/q.sock */
+	IPC_Q_ADMIN = 400,       /* u32 enum ipc_q_admin_op, str id ("all" for retry)
+				    -> IPC_Q_ADMIN_REPLY u32 enum ipc_q_admin_status, str text */
+	IPC_Q_ADMIN_REPLY,
 };
+
+/* IPC_DLV_REMOTE policy: RFC 7435 opportunistic TLS and its stricter forms */
+enum ipc_tls_policy { IPC_TLS_NONE, IPC_TLS_MAY, IPC_TLS_ENCRYPT, IPC_TLS_VERIFY };
+/* IPC_DLV_REMOTE flags */
+#define IPC_DLV_SMARTHOST_AUTH 0x1u   /* AUTH with the configured smarthost credentials */
+/* IPC_Q_ADMIN */
+enum ipc_q_admin_op { IPC_Q_ADMIN_RETRY, IPC_Q_ADMIN_HOLD, IPC_Q_ADMIN_RELEASE,
+		      IPC_Q_ADMIN_DELETE };
+enum ipc_q_admin_status { IPC_Q_ADMIN_OK, IPC_Q_ADMIN_UNKNOWN_ID, IPC_Q_ADMIN_ERROR };
 
 /* IPC_Q_BEGIN flags */
 #define IPC_ENV_SMTPUTF8   0x1u
@@ -113,5 +136,14 @@ int ipc_listen_unix(const char *path);
 /* Connects to path, retrying for up to timeout_ms while the peer starts.
  * Returns a non-blocking fd or -1. */
 int ipc_connect_unix(const char *path, int timeout_ms);
+
+/* ---- blocking client side, for CLI commands (no event loop) ---- */
+/* Writes one whole frame to a blocking fd. 0, or -1 with errno. */
+int ipc_sync_send(int fd, uint32_t type, uint64_t id, const struct ipc_writer *w);
+/* Reads one whole frame, waiting at most timeout_ms in total. The payload is
+ * put in payload_r (buf_init'ed by the caller; replaced). 0, or -1 with
+ * errno (ETIMEDOUT, EPROTO for a frame over IPC_FRAME_MAX, ECONNRESET on EOF). */
+int ipc_sync_recv(int fd, uint32_t *type_r, uint64_t *id_r, struct buf *payload_r,
+		  int timeout_ms);
 
 #endif
