@@ -4,8 +4,8 @@
 set -eu
 
 PACKAGES="gcc make meson ninja-build pkg-config
-libevent-dev libssl-dev libsqlite3-dev libsodium-dev libcmocka-dev
-openssl python3 python3-pytest swaks curl"
+libevent-dev libssl-dev libsqlite3-dev libsodium-dev libcmocka-dev libunbound-dev
+openssl python3 python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl curl unbound"
 
 missing=""
 for p in $PACKAGES; do

@@ -23,7 +23,10 @@ static int usage(void)
 		"       postern [-c FILE] domain add|del|list [DOMAIN]\n"
 		"       postern [-c FILE] user add|del|passwd|list [ADDRESS] [--password-stdin]\n"
 		"       postern [-c FILE] alias add|del|list [ALIAS] [TARGET[,TARGET...]]\n"
-		"       postern [-c FILE] queue list | show ID | delete ID\n"
+		"       postern [-c FILE] queue list [--json] | show ID | retry ID|all\n"
+		"                         | hold ID | release ID | delete ID\n"
+		"       postern [-c FILE] status ADDRESS|ID [--json]\n"
+		"       postern [-c FILE] sendmail [-t] [-i] [-f SENDER] [-F NAME] [RCPT...] < MESSAGE\n"
 		"FILE defaults to $POSTERN_CONFIG, then ./postern.conf\n");
 	return 2;
 }
@@ -31,12 +34,19 @@ static int usage(void)
 int main(int argc, char **argv)
 {
 	const char *config_path = getenv("POSTERN_CONFIG");
+	const char *argv0 = argc > 0 ? argv[0] : "";
 	int i = 1;
 
 	if (sodium_init() < 0) {
 		fprintf(stderr, "postern: libsodium failed to initialise\n");
 		return 1;
 	}
+	/* Run through a link named "sendmail": every argument is sendmail's. */
+	if (strrchr(argv0, '/') != NULL)
+		argv0 = strrchr(argv0, '/') + 1;
+	if (strcmp(argv0, "sendmail") == 0)
+		return cli_sendmail(config_path != NULL && config_path[0] != '\0' ? config_path
+								: "postern.conf", argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "init") == 0)
 		return cli_init(argc - 1, argv + 1);
 	while (i < argc && argv[i][0] == '-') {
@@ -57,7 +67,7 @@ int main(int argc, char **argv)
 
 	const char *cmd = argv[i];
 	static const char *const known[] = { "serve", "check-config", "domain", "user", "alias",
-					     "queue" };
+					     "queue", "sendmail", "status" };
 	bool ok = false;
 	for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
 		ok = ok || strcmp(cmd, known[k]) == 0;
@@ -65,6 +75,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "postern: unknown command %s\n", cmd);
 		return usage();
 	}
+	if (strcmp(cmd, "sendmail") == 0)
+		return cli_sendmail(config_path, argc - i, argv + i);
 
 	struct config *cfg;
 	char *errors;
@@ -90,6 +102,8 @@ int main(int argc, char **argv)
 		status = cli_user(cfg, argc2, argv2);
 	} else if (strcmp(cmd, "alias") == 0) {
 		status = cli_alias(cfg, argc2, argv2);
+	} else if (strcmp(cmd, "status") == 0) {
+		status = cli_status(cfg, argc2, argv2);
 	} else {
 		status = cli_queue(cfg, argc2, argv2);
 	}

@@ -25,7 +25,9 @@ static int init_usage(void)
 		"                    [--listen-smtp ADDR:PORT|off] [--listen-submission ...]\n"
 		"                    [--listen-submissions ...] [--listen-imap ...] [--listen-imaps ...]\n"
 		"                    [--listen-pop3 ...] [--listen-pop3s ...] [--listen-http ...]\n"
-		"                    [--cert FILE --key FILE]\n");
+		"                    [--cert FILE --key FILE]\n"
+		"                    [--resolver ADDR:PORT] [--remote-port PORT]\n"
+		"                    [--smarthost HOST:PORT]\n");
 	return 2;
 }
 
@@ -71,6 +73,23 @@ int cli_init(int argc, char **argv)
 			cert = (char *)val;
 		} else if (strcmp(arg, "--key") == 0) {
 			key = (char *)val;
+		} else if (strcmp(arg, "--resolver") == 0 || strcmp(arg, "--smarthost") == 0) {
+			char host[256], port[8];
+			if (config_split_address(val, host, sizeof(host), port, sizeof(port)) < 0) {
+				fprintf(stderr, "postern: %s: expected HOST:PORT\n", arg);
+				return 2;
+			}
+			if (arg[2] == 'r')
+				init.resolver = val;
+			else
+				init.smarthost = val;
+		} else if (strcmp(arg, "--remote-port") == 0) {
+			uint64_t port;
+			if (str_to_u64(val, &port) < 0 || port == 0 || port > 65535) {
+				fprintf(stderr, "postern: --remote-port: expected a port number\n");
+				return 2;
+			}
+			init.remote_port = val;
 		} else if (strncmp(arg, "--listen-", 9) == 0 &&
 			   listener_kind_parse(arg + 9, &kind) == 0) {
 			char host[256], port[8];

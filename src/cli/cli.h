@@ -9,7 +9,24 @@
 
 /* `postern init DIR [options]`; argv[0] = "init". Exit status. */
 int cli_init(int argc, char **argv);
-/* `postern queue list | show ID | delete ID`; argv[0] = "queue". */
+/* `postern queue list [--json] | show ID | retry ID|all | hold ID |
+ * release ID | delete ID`; argv[0] = "queue". list reads SPOOL_DIR/status.db;
+ * retry/hold/release/delete go to the running queue (run/q.sock) or, when
+ * it is not running, are applied to the spool and status.db directly.
+ * Exit status: 0, 1 (unknown id, failure), 2 (usage). */
 int cli_queue(const struct config *cfg, int argc, char **argv);
+/* `postern status ADDRESS|ID [--json]`; argv[0] = "status". The delivery
+ * status of every recipient with that address (newest first) or of every
+ * recipient of that message. Exit status: 0, 1 (nothing found, failure),
+ * 2 (usage). */
+int cli_status(const struct config *cfg, int argc, char **argv);
+/* `postern sendmail [-t] [-i] [-oi] [-v] [-f SENDER] [-F FULLNAME] [RCPT...]`,
+ * or the binary run through a link named "sendmail"; argv[0] is "sendmail"
+ * (or that link's path). Reads the message from stdin, loads the config
+ * from config_path itself and submits to the running queue. Returns a
+ * sysexits.h status: 0 queued (fsync'ed), 64 usage, 65 data error (no or
+ * unknown recipients, bad address, too big), 75 queue unreachable or
+ * refusing, 78 bad config, 70 internal. */
+int cli_sendmail(const char *config_path, int argc, char **argv);
 
 #endif

@@ -31,6 +31,7 @@
 #include "lib-config/config.h"
 #include "lib-queue/spool.h"
 #include "lib-store/maildir.h"
+#include "deliver/remote.h"
 #include "lib/ipc.h"
 #include "lib/limits.h"
 #include "lib/log.h"
@@ -73,6 +74,7 @@ struct dlv_server {
 	struct dlv_job *waiting, **waiting_tail;   /* not yet in a batch */
 	size_t pending;                            /* waiting + in the batch */
 	struct dlv_batch batch;
+	struct remote *remote;                     /* the SMTP client */
 };
 
 static void dlv_job_free(struct dlv_job *job)
@@ -311,6 +313,10 @@ static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
 {
 	struct dlv_server *srv = ctx;
 
+	if (type == IPC_DLV_REMOTE && srv->remote != NULL) {
+		remote_job(srv->remote, req_id, r);
+		return;
+	}
 	if (type != IPC_DLV_REQUEST) {
 		log_warn("unexpected frame type=%" PRIu32 " id=%" PRIu64, type, req_id);
 		return;
@@ -361,6 +367,13 @@ static void dlv_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t req_id,
 	dlv_kick(srv);
 }
 
+static void dlv_remote_result(uint64_t reqid, const struct ipc_writer *w, void *ctx)
+{
+	struct dlv_server *srv = ctx;
+	if (srv->conn == NULL || ipc_send(srv->conn, IPC_DLV_REMOTE_RESULT, reqid, w) < 0)
+		log_error("remote delivery result %" PRIu64 " could not be sent", reqid);
+}
+
 static void dlv_close_cb(struct ipc_conn *conn, void *ctx)
 {
 	struct dlv_server *srv = ctx;
@@ -404,6 +417,10 @@ int deliver_main(const struct config *cfg)
 		log_error("delivery threads: %s", error);
 		goto out;
 	}
+	if ((srv.remote = remote_new(srv.base, cfg, dlv_remote_result, &srv, &error)) == NULL) {
+		log_error("outbound SMTP client: %s", error);
+		goto out;
+	}
 	if ((fd = ipc_connect_unix(DLV_SOCKET, DLV_CONNECT_TIMEOUT)) < 0) {
 		log_error("connect to queue %s: %s", DLV_SOCKET, strerror(errno));
 		goto out;
@@ -426,6 +443,7 @@ out:
 	/* Running deliveries finish; queued ones are dropped: the queue asks
 	 * again (flagged as recovered) and maildir_has() makes a repeat
 	 * harmless. Finished results are logged, not sent. */
+	remote_free(&srv.remote);
 	ipc_conn_free(&srv.conn);
 	workpool_free(&srv.pool, dlv_batch_drop);
 	dlv_free_list(srv.waiting);

@@ -7,18 +7,20 @@
  */
 #include "lib-config/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lib/buf.h"
 #include "lib/limits.h"
 #include "lib/util.h"
 
 enum setting_type { SET_STRING, SET_PATH, SET_ADDRESS, SET_UINT, SET_SIZE, SET_DURATION,
-		    SET_BARE_LF, SET_SYNC_METHOD, SET_LOG_TARGET, SET_LOG_LEVEL };
+		    SET_BARE_LF, SET_SYNC_METHOD, SET_LOG_TARGET, SET_LOG_LEVEL, SET_TLS_POLICY };
 
 struct setting {
 	const char *key;
@@ -62,6 +64,24 @@ static const struct setting settings[] = {
 	S("smtp.data_timeout", SET_DURATION, "600", data_timeout, 1, 86400),
 	S("smtp.max_auth_failures", SET_UINT, "3", max_auth_failures, 1, 100),
 	S("smtp.bare_lf", SET_BARE_LF, "reject", bare_lf, 0, 0),
+	S("outbound.resolver", SET_ADDRESS, NULL, resolver, 0, 0),
+	S("outbound.remote_port", SET_UINT, "25", remote_port, 1, 65535),
+	S("outbound.smarthost", SET_ADDRESS, NULL, smarthost, 0, 0),
+	S("outbound.smarthost_user", SET_STRING, NULL, smarthost_user, 0, 0),
+	S("outbound.smarthost_password_file", SET_PATH, NULL, smarthost_password_file, 0, 0),
+	S("outbound.tls", SET_TLS_POLICY, "may", tls_policy, 0, 0),
+	S("outbound.tls_ca_file", SET_PATH, NULL, tls_ca_file, 0, 0),
+	S("outbound.connect_timeout", SET_DURATION, "30", connect_timeout, 1, 3600),
+	S("outbound.command_timeout", SET_DURATION, "300", out_command_timeout, 1, 86400),
+	S("outbound.concurrency", SET_UINT, "10", concurrency, 1, 1000),
+	S("outbound.concurrency_per_ip", SET_UINT, "10", concurrency_per_ip, 1, 1000),
+	S("outbound.rate", SET_UINT, "0", rate, 0, 1000000),
+	S("outbound.sender_rate", SET_UINT, "0", sender_rate, 0, 1000000),
+	S("queue.retry_min", SET_DURATION, "5m", retry_min, 1, 86400),
+	S("queue.retry_max", SET_DURATION, "4h", retry_max, 1, 7 * 86400),
+	S("queue.lifetime", SET_DURATION, "5d", queue_lifetime, 1, 90 * 86400),
+	S("queue.delay_warning", SET_DURATION, "4h", delay_warning, 0, 90 * 86400),
+	S("queue.status_retention", SET_DURATION, "30d", status_retention, 0, 3650u * 86400),
 };
 
 static const char *const listener_names[LISTENER_COUNT] = {
@@ -121,6 +141,16 @@ int config_split_address(const char *addr, char *host_r, size_t host_size, char 
 	host_r[host_len] = '\0';
 	memcpy(port_r, colon + 1, strlen(colon + 1) + 1);
 	return 0;
+}
+
+static int tls_policy_parse(const char *value)
+{
+	static const char *const names[] = { "none", "may", "encrypt", "verify" };
+	for (int i = 0; i < 4; i++) {
+		if (strcmp(value, names[i]) == 0)
+			return i;
+	}
+	return -1;
 }
 
 /* Stores value into the field; returns NULL or a reason. */
@@ -183,6 +213,13 @@ static const char *setting_apply(struct config *cfg, const struct setting *s, co
 		else
 			return "must be syncfs or fsync";
 		return NULL;
+	case SET_TLS_POLICY: {
+		int p = tls_policy_parse(value);
+		if (p < 0)
+			return "must be none, may, encrypt or verify";
+		*(enum tls_policy *)(void *)field = (enum tls_policy)p;
+		return NULL;
+	}
 	case SET_BARE_LF:
 		if (strcmp(value, "reject") == 0)
 			cfg->bare_lf = BARE_LF_REJECT;
@@ -193,6 +230,81 @@ static const char *setting_apply(struct config *cfg, const struct setting *s, co
 		return NULL;
 	}
 	return "unknown setting type";
+}
+
+#define OUTBOUND_DOMAIN_PREFIX "outbound.domain."
+
+/* "tls=verify concurrency=2 rate=30 smarthost=HOST:PORT" for one domain. */
+static const char *outbound_domain_add(struct config *cfg, const char *domain, char *value)
+{
+	if (domain[0] == '\0' || strlen(domain) > 253 || strchr(domain, '/') != NULL)
+		return "bad domain name";
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		if (strcasecmp(cfg->domains[i].domain, domain) == 0)
+			return "duplicate domain";
+	}
+	struct outbound_domain d = { .tls = -1 };
+	const char *reason = NULL;
+	char *save = NULL;
+	for (char *tok = strtok_r(value, " \t", &save); tok != NULL && reason == NULL;
+	     tok = strtok_r(NULL, " \t", &save)) {
+		char *eq = strchr(tok, '=');
+		uint64_t n;
+		if (eq == NULL) {
+			reason = "expected name=value items (tls, concurrency, rate, smarthost)";
+			break;
+		}
+		*eq++ = '\0';
+		if (strcmp(tok, "tls") == 0) {
+			if ((d.tls = tls_policy_parse(eq)) < 0)
+				reason = "tls must be none, may, encrypt or verify";
+		} else if (strcmp(tok, "concurrency") == 0) {
+			if (str_to_u64(eq, &n) < 0 || n < 1 || n > 1000)
+				reason = "concurrency must be 1..1000";
+			d.concurrency = (unsigned)n;
+		} else if (strcmp(tok, "rate") == 0) {
+			if (str_to_u64(eq, &n) < 0 || n > 1000000)
+				reason = "rate must be messages per minute, 0..1000000";
+			d.rate = (unsigned)n;
+		} else if (strcmp(tok, "smarthost") == 0) {
+			char host[256], port[8];
+			if (config_split_address(eq, host, sizeof(host), port, sizeof(port)) < 0)
+				reason = "smarthost must be HOST:PORT";
+			else if (d.smarthost == NULL && (d.smarthost = strdup(eq)) == NULL)
+				reason = "out of memory";
+		} else {
+			reason = "unknown item (tls, concurrency, rate, smarthost)";
+		}
+	}
+	if (reason == NULL) {
+		struct outbound_domain *nd = realloc(cfg->domains,
+						     (cfg->ndomains + 1) * sizeof(*nd));
+		d.domain = strdup(domain);
+		if (nd == NULL || d.domain == NULL) {
+			if (nd != NULL)
+				cfg->domains = nd;
+			reason = "out of memory";
+		} else {
+			for (char *c = d.domain; *c != '\0'; c++)
+				*c = (char)tolower((unsigned char)*c);
+			cfg->domains = nd;
+			cfg->domains[cfg->ndomains++] = d;
+			return NULL;
+		}
+	}
+	free(d.domain);
+	free(d.smarthost);
+	return reason;
+}
+
+const struct outbound_domain *config_outbound_domain(const struct config *cfg,
+						     const char *domain)
+{
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		if (strcasecmp(cfg->domains[i].domain, domain) == 0)
+			return &cfg->domains[i];
+	}
+	return NULL;
 }
 
 static const struct setting *setting_find(const char *key)
@@ -272,6 +384,13 @@ int config_load(const char *path, struct config **config_r, char **errors_r)
 		}
 		*eq = '\0';
 		char *key = trim(line), *value = trim(eq + 1);
+		if (strncmp(key, OUTBOUND_DOMAIN_PREFIX, strlen(OUTBOUND_DOMAIN_PREFIX)) == 0) {
+			const char *reason = outbound_domain_add(
+				cfg, key + strlen(OUTBOUND_DOMAIN_PREFIX), value);
+			if (reason != NULL)
+				CONFIG_ERROR("%s:%u: %s: %s\n", path, lineno, key, reason);
+			continue;
+		}
 		const struct setting *s = setting_find(key);
 		if (s == NULL) {
 			CONFIG_ERROR("%s:%u: unknown key \"%.100s\"\n", path, lineno, key);
@@ -297,6 +416,11 @@ int config_load(const char *path, struct config **config_r, char **errors_r)
 				  cfg->listen[LISTENER_SUBMISSIONS];
 		if (tls_needed && (cfg->tls_cert == NULL || cfg->tls_key == NULL))
 			CONFIG_ERROR("%s: tls.cert and tls.key are required\n", path);
+		if (cfg->retry_min > cfg->retry_max)
+			CONFIG_ERROR("%s: queue.retry_min is larger than queue.retry_max\n", path);
+		if ((cfg->smarthost_user == NULL) != (cfg->smarthost_password_file == NULL))
+			CONFIG_ERROR("%s: outbound.smarthost_user and "
+				     "outbound.smarthost_password_file go together\n", path);
 	}
 	if (nerrors == 0) {
 		if (cfg->mail_dir == NULL)
@@ -337,6 +461,11 @@ void config_free(struct config **cfgp)
 			break;
 		}
 	}
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		free(cfg->domains[i].domain);
+		free(cfg->domains[i].smarthost);
+	}
+	free(cfg->domains);
 	free(cfg->path);
 	free(cfg);
 }
@@ -365,6 +494,15 @@ int config_write_default(const char *path, const struct config_init *init)
 		   "smtp.max_connections = 1000\n"
 		   "smtp.max_connections_per_ip = 50\n",
 		   init->tls_cert, init->tls_key);
+	buf_printf(&b, "\n# Outbound delivery (see docs/config.md for per-domain policies).\n");
+	if (init->resolver != NULL)
+		buf_printf(&b, "outbound.resolver = %s\n", init->resolver);
+	if (init->remote_port != NULL)
+		buf_printf(&b, "outbound.remote_port = %s\n", init->remote_port);
+	if (init->smarthost != NULL)
+		buf_printf(&b, "outbound.smarthost = %s\n", init->smarthost);
+	buf_printf(&b, "outbound.tls = may\n"
+		       "queue.lifetime = 5d\n");
 	int ret = -1;
 	FILE *f = fopen(path, "wx");
 	if (f != NULL) {

@@ -31,6 +31,21 @@ enum bare_lf_policy { BARE_LF_REJECT, BARE_LF_NORMALIZE };
 /* How a batch of new files is made durable: one syncfs() of the file system
  * (group commit; default) or an fsync() per file and directory. */
 enum sync_method { SYNC_SYNCFS, SYNC_FSYNC };
+/* Outbound TLS (RFC 7435): none; may = opportunistic STARTTLS (default);
+ * encrypt = no delivery without TLS; verify = TLS with a certificate valid
+ * for the MX host name. Same order as enum ipc_tls_policy. */
+enum tls_policy { TLS_POLICY_NONE, TLS_POLICY_MAY, TLS_POLICY_ENCRYPT, TLS_POLICY_VERIFY };
+
+/* "outbound.domain.NAME = tls=verify concurrency=2 rate=30 smarthost=HOST:PORT":
+ * what an operator sets for one destination domain; unset fields take the
+ * global outbound.* values. */
+struct outbound_domain {
+	char *domain;           /* lower case */
+	int tls;                /* enum tls_policy, or -1: global */
+	unsigned concurrency;   /* 0: global */
+	unsigned rate;          /* messages per minute; 0: global */
+	char *smarthost;        /* "HOST:PORT" or NULL: global */
+};
 
 struct config {
 	char *path;             /* the file this was read from */
@@ -60,7 +75,32 @@ struct config {
 	unsigned data_timeout;
 	unsigned max_auth_failures;
 	enum bare_lf_policy bare_lf;
+
+	/* outbound delivery */
+	char *resolver;                 /* "ADDR:PORT" of a DNS server, NULL: the system's */
+	unsigned remote_port;           /* TCP port of remote MX hosts (25) */
+	char *smarthost;                /* "HOST:PORT": relay everything through it */
+	char *smarthost_user;           /* AUTH PLAIN over TLS with the smarthost */
+	char *smarthost_password_file;
+	enum tls_policy tls_policy;
+	char *tls_ca_file;              /* CAs for verify; NULL: the system store */
+	unsigned connect_timeout;
+	unsigned out_command_timeout;
+	unsigned concurrency;           /* connections per destination domain */
+	unsigned concurrency_per_ip;    /* connections per remote IP */
+	unsigned rate;                  /* messages per minute per domain; 0: no limit */
+	unsigned sender_rate;           /* messages per minute per sender account; 0: no limit */
+	unsigned retry_min, retry_max;  /* seconds: first retry, doubled up to max */
+	unsigned queue_lifetime;        /* seconds until a message expires (bounced) */
+	unsigned delay_warning;         /* seconds until a delay notice; 0: none */
+	unsigned status_retention;      /* seconds a finished message's status is kept */
+	struct outbound_domain *domains;
+	size_t ndomains;
 };
+
+/* The operator's settings for domain (case-insensitive), or NULL. */
+const struct outbound_domain *config_outbound_domain(const struct config *cfg,
+						     const char *domain);
 
 /* "smtp", "submission", ... ; NULL for an out-of-range kind. */
 const char *listener_kind_name(enum listener_kind kind);
@@ -90,6 +130,9 @@ struct config_init {
 	const char *listen[LISTENER_COUNT];
 	const char *tls_cert;
 	const char *tls_key;
+	const char *resolver;           /* NULL: omitted */
+	const char *remote_port;
+	const char *smarthost;
 };
 int config_write_default(const char *path, const struct config_init *init);
 

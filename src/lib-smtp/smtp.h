@@ -1,7 +1,8 @@
 /*
  * smtp.h — SMTP syntax: command lines, paths and ESMTP parameters, replies,
- * and the DATA/BDAT content filter. No sockets, no I/O, no allocation except
- * through the caller's struct buf.
+ * the DATA/BDAT content filter, and the client side (reading a server's
+ * replies and EHLO capabilities, xtext encoding). No sockets, no I/O, no
+ * allocation except through the caller's struct buf.
  *
  * RFC 5321 (SMTP), RFC 6531 (SMTPUTF8), RFC 3461 (xtext), RFC 3030 (BDAT),
  * RFC 3463 (enhanced status codes), RFC 2034.
@@ -12,6 +13,7 @@
  *     the code (500 5.5.2 / 501 5.5.4);
  *   - smtp_path_parse(), smtp_bdat_parse(): a full reply line without CRLF
  *     ("501 5.1.7 Bad sender address syntax").
+ * smtp_reply_parse() (client side) gives a text for the log only.
  */
 #ifndef POSTERN_SMTP_H
 #define POSTERN_SMTP_H
@@ -289,5 +291,89 @@ int smtp_data_feed(struct smtp_data *d, const char *in, size_t len, size_t *cons
  * BDAT chunk; in DOT mode after the terminator it does nothing.
  */
 void smtp_data_finish(struct smtp_data *d, struct buf *out);
+
+/* ------------------------------------------------- client side (outbound) */
+
+/*
+ * Replies from a remote server, as deliver's SMTP client reads them
+ * (RFC 5321 4.2, 4.5.3.1.5; RFC 3463; RFC 2034). The server is untrusted:
+ * every limit below is checked before the bytes are looked at further, and
+ * the text that comes out is plain printable ASCII, safe for logs, status
+ * records and DSNs.
+ */
+#define SMTP_REPLY_LINE_MAX   2048   /* one reply line incl. CRLF; longer: protocol error */
+#define SMTP_REPLY_LINES_MAX  128    /* lines in one multi-line reply */
+#define SMTP_REPLY_TEXT_MAX   4096   /* kept text; the rest is dropped silently */
+
+struct smtp_reply {
+	unsigned code;                  /* 200..599 */
+	char enhanced[16];              /* RFC 3463 "x.y.z" from the first line when it starts
+					   with one (class must match the code's first digit), else "" */
+	char text[SMTP_REPLY_TEXT_MAX]; /* each line's text after "CODE-"/"CODE " (enhanced code kept),
+					   lines joined by '\n', NUL-terminated; bytes outside printable
+					   ASCII (TAB included) replaced by '?' */
+	unsigned nlines;
+};
+
+/* Incremental reply reader. Treat as opaque. */
+struct smtp_reply_parser {
+	char line[SMTP_REPLY_LINE_MAX]; /* the current line so far (a trailing CR included) */
+	size_t line_len;
+	size_t text_len;                /* octets in reply.text */
+	const char *error;              /* set after -1: every later call fails alike */
+	struct smtp_reply reply;        /* the reply being built */
+};
+
+/* Starts (or restarts) a parser for a new connection. */
+void smtp_reply_parser_init(struct smtp_reply_parser *p);
+
+/*
+ * Feeds server bytes. Consumes input up to the end of the FIRST complete reply
+ * and returns 1 with *reply_r filled (the rest of in is left for the next call),
+ * 0 when all of in was consumed and the reply is not complete yet, -1 on a
+ * protocol error (*error_r static text: line too long, no 3-digit code 2xx..5xx,
+ * code changes between lines of one reply, too many lines); after -1 the
+ * connection must be closed (further calls return -1 with the same text and
+ * consume nothing). *consumed_r is always set. Lines end in CRLF; a bare LF
+ * is accepted as a line end too (a CR elsewhere is text, shown as '?').
+ * "250\r\n" (no text) is valid, as is "250-\r\n"; after the code comes SP,
+ * '-' or the line end. Results are the same however the input is split.
+ */
+int smtp_reply_parse(struct smtp_reply_parser *p, const char *in, size_t len,
+		     size_t *consumed_r, struct smtp_reply *reply_r, const char **error_r);
+
+/*
+ * "550 5.1.1 text of line one text of line two": the reply on one line for logs,
+ * status records and DSN Diagnostic-Code (lines joined by a space, code first,
+ * enhanced code not duplicated when already in the text: a continuation line
+ * that repeats it loses the copy, and when the first line lacks it, it is put
+ * after the code). Empty lines are skipped. Truncates to size (always
+ * NUL-terminated when size > 0).
+ */
+void smtp_reply_oneline(const struct smtp_reply *r, char *out, size_t size);
+
+struct smtp_ehlo_caps {
+	bool pipelining, starttls, eightbitmime, smtputf8, chunking, dsn, enhancedstatuscodes;
+	bool auth_plain, auth_login;
+	bool size_given;
+	uint64_t size;                  /* SIZE n; 0 = no fixed limit */
+};
+
+/*
+ * Capabilities from a 250 EHLO reply (lines after the first; keywords
+ * case-insensitive; "AUTH PLAIN LOGIN" and the old "AUTH=PLAIN LOGIN" form).
+ * *caps_r is zeroed first; any other code gives no capabilities. "SIZE" with
+ * no number means no fixed limit (size_given, size 0); a SIZE whose value is
+ * not a decimal number that fits in 64 bits is ignored.
+ */
+void smtp_ehlo_caps_parse(const struct smtp_reply *r, struct smtp_ehlo_caps *caps_r);
+
+/*
+ * RFC 3461 4 xtext encoding (for ENVID and ORCPT sent to the next hop): bytes
+ * outside '!'..'~' and '+' and '=' become "+XX" (upper-case hex). in is
+ * NUL-terminated; out is NUL-terminated. 0, or -1 when it does not fit (out
+ * then "" if size > 0).
+ */
+int smtp_xtext_encode(const char *in, char *out, size_t size);
 
 #endif

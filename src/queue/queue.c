@@ -10,7 +10,11 @@
  * syncs one batch the next batch gathers, so N concurrent sessions share
  * about one journal commit (group commit).
  *
- * Remote recipients stay queued (the delivery engine is the next step).
+ * Remote recipients are scheduled into destination jobs for the
+ * deliverer's SMTP client (queue-remote.c); failures and expiry produce
+ * delivery status notifications (queue-bounce.c). Every recipient's state
+ * is kept in the status store (SPOOL_DIR/status.db), which also carries
+ * the retry schedule across restarts.
  */
 #include "queue/queue.h"
 
@@ -21,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <event2/event.h>
 
@@ -29,64 +34,9 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib/workpool.h"
+#include "lib-account/account.h"
 #include "lib-queue/spool.h"
-
-#define QUEUE_HASH_SIZE      4096u
-#define QUEUE_DLV_INFLIGHT   64u
-#define QUEUE_RETRY_MIN      30u       /* seconds, doubled per attempt */
-#define QUEUE_RETRY_MAX      3600u
-
-enum rcpt_state { RCPT_PENDING, RCPT_INFLIGHT, RCPT_DONE, RCPT_REMOTE, RCPT_FAILED };
-
-struct queue_msg {
-	struct queue_msg *id_next;      /* hash chain by id */
-	struct queue_msg *txn_next;     /* hash chain by (conn, request id) while receiving */
-	struct queue_msg *run_next;     /* ready list / commit batch */
-	char id[17];
-	struct spool_envelope *env;
-	struct spool_writer *writer;
-	struct ipc_conn *owner;         /* smtpd connection while receiving */
-	uint64_t reqid;
-	bool failed;                    /* a write error happened while receiving */
-	bool committing;
-	bool recovered;
-	bool ready;                     /* on the ready list */
-	unsigned char *rcpt_state;
-	unsigned *attempts;
-	time_t next_attempt;
-};
-
-struct queue_peer {
-	struct queue_peer *next;
-	struct ipc_conn *conn;
-	bool deliverer;
-};
-
-struct queue {
-	struct event_base *base;
-	const struct config *cfg;
-	struct queue_msg *by_id[QUEUE_HASH_SIZE];
-	struct queue_msg *by_txn[QUEUE_HASH_SIZE];
-	struct queue_peer *peers;
-	struct ipc_conn *deliverer;
-	unsigned inflight;
-	struct queue_msg *ready_head, *ready_tail;
-	size_t nmsgs;
-
-	/* group commit: one batch at a time on a one-thread pool */
-	struct queue_msg *gather;       /* ENDed, waiting for the next batch */
-	struct queue_commit {
-		struct workpool_job job;
-		struct queue *q;
-		struct queue_msg *batch;    /* the thread's while busy */
-		bool busy;
-	} commit;
-	struct workpool *pool;
-
-	struct event *listen_ev, *timer_ev;
-	int listen_fd;
-	bool stopping;
-};
+#include "queue/queue-private.h"
 
 static unsigned queue_hash_str(const char *s)
 {
@@ -102,7 +52,7 @@ static unsigned queue_hash_txn(const struct ipc_conn *conn, uint64_t reqid)
 	return (unsigned)(h >> 20) & (QUEUE_HASH_SIZE - 1);
 }
 
-static struct queue_msg *queue_find_id(struct queue *q, const char *id)
+struct queue_msg *queue_find_id(struct queue *q, const char *id)
 {
 	for (struct queue_msg *m = q->by_id[queue_hash_str(id)]; m != NULL; m = m->id_next) {
 		if (strcmp(m->id, id) == 0)
@@ -152,29 +102,27 @@ static void queue_msg_free(struct queue *q, struct queue_msg *m)
 	queue_unlink_txn(q, m);
 	if (m->writer != NULL)
 		spool_writer_abort(&m->writer);
+	for (size_t i = 0; m->rcpts != NULL && i < m->env->nrcpts; i++) {
+		free(m->rcpts[i].last_reply);
+		free(m->rcpts[i].remote_host);
+	}
 	spool_envelope_free(&m->env);
-	free(m->rcpt_state);
-	free(m->attempts);
+	free(m->rcpts);
 	free(m);
 }
 
-static struct queue_msg *queue_msg_new(struct queue *q, struct spool_envelope *env)
+struct queue_msg *queue_msg_new(struct queue *q, struct spool_envelope *env)
 {
 	struct queue_msg *m = calloc(1, sizeof(*m));
 	if (m == NULL)
 		return NULL;
-	m->rcpt_state = calloc(env->nrcpts + 1, 1);
-	m->attempts = calloc(env->nrcpts + 1, sizeof(*m->attempts));
-	if (m->rcpt_state == NULL || m->attempts == NULL) {
-		free(m->rcpt_state);
-		free(m->attempts);
+	m->rcpts = calloc(env->nrcpts + 1, sizeof(*m->rcpts));
+	if (m->rcpts == NULL) {
 		free(m);
 		return NULL;
 	}
 	memcpy(m->id, env->id, sizeof(m->id));
 	m->env = env;
-	for (size_t i = 0; i < env->nrcpts; i++)
-		m->rcpt_state[i] = env->rcpts[i].mailbox != NULL ? RCPT_PENDING : RCPT_REMOTE;
 	unsigned h = queue_hash_str(m->id);
 	m->id_next = q->by_id[h];
 	q->by_id[h] = m;
@@ -182,9 +130,107 @@ static struct queue_msg *queue_msg_new(struct queue *q, struct spool_envelope *e
 	return m;
 }
 
+/* ---- status store ---- */
+
+static void queue_status_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	(void)fd;
+	(void)what;
+	q->status_dirty = false;
+	if (q->status != NULL)
+		qstatus_commit(q->status);
+}
+
+struct qstatus *queue_status(struct queue *q)
+{
+	if (q->status == NULL)
+		return NULL;
+	if (!q->status_dirty) {
+		q->status_dirty = true;
+		qstatus_begin(q->status);
+		struct timeval zero = { 0, 0 };
+		event_add(q->status_flush_ev, &zero);
+	}
+	return q->status;
+}
+
+void queue_status_rcpt(struct queue *q, struct queue_msg *m, size_t i, const char *tls)
+{
+	struct qstatus *qs = queue_status(q);
+	const struct queue_rcpt *r = &m->rcpts[i];
+	if (qs == NULL)
+		return;
+	struct qstatus_rcpt rec = {
+		.attempts = r->attempts,
+		.next_attempt = r->state == RCPT_PENDING ? (int64_t)r->next_attempt : 0,
+		.last_reply = r->last_reply,
+		.remote_host = r->remote_host,
+		.tls = tls,
+	};
+	if (r->state == RCPT_DONE || r->state == RCPT_FAILED)
+		rec.state = (enum qstatus_state)r->final;
+	else
+		rec.state = r->attempts > 0 ? QS_DEFERRED : QS_QUEUED;
+	qstatus_update_rcpt(qs, m->id, (unsigned)i, &rec);
+}
+
+static void queue_set_str(char **dst, const char *src)
+{
+	if (src == NULL)
+		return;
+	char *copy = strdup(src);
+	if (copy == NULL)
+		return;
+	free(*dst);
+	*dst = copy;
+}
+
+void queue_rcpt_final(struct queue *q, struct queue_msg *m, size_t i, enum qstatus_state st,
+		      const char *reply, const char *remote_host, const char *tls)
+{
+	struct queue_rcpt *r = &m->rcpts[i];
+	r->state = st == QS_DELIVERED ? RCPT_DONE : RCPT_FAILED;
+	r->final = (unsigned char)st;
+	queue_set_str(&r->last_reply, reply);
+	queue_set_str(&r->remote_host, remote_host);
+	queue_status_rcpt(q, m, i, tls);
+	log_info("id=%s to=<%s> status=%s%s%s%s%s", m->id, m->env->rcpts[i].address,
+		 qstatus_state_name(st), remote_host != NULL ? " relay=" : "",
+		 remote_host != NULL ? remote_host : "", reply != NULL ? " reply=" : "",
+		 reply != NULL ? reply : "");
+}
+
+void queue_rcpt_defer(struct queue *q, struct queue_msg *m, size_t i, const char *reply,
+		      unsigned retry_min, unsigned retry_max)
+{
+	struct queue_rcpt *r = &m->rcpts[i];
+	time_t now = time(NULL);
+	unsigned n = r->attempts++;
+	uint64_t delay = retry_min;
+	while (n-- > 0 && delay < retry_max)
+		delay *= 2;
+	if (delay > retry_max)
+		delay = retry_max;
+	queue_set_str(&r->last_reply, reply);
+	if (now - (time_t)m->env->queued_at >= (time_t)q->cfg->queue_lifetime) {
+		char text[600];
+		snprintf(text, sizeof(text), "4.4.7 message expired after %u attempts; last: %s",
+			 r->attempts, reply != NULL ? reply : "none");
+		queue_rcpt_final(q, m, i, QS_EXPIRED, text, NULL, NULL);
+		return;
+	}
+	r->state = RCPT_PENDING;
+	r->next_attempt = now + (time_t)delay;
+	queue_status_rcpt(q, m, i, NULL);
+	log_info("id=%s to=<%s> status=deferred delay=%llus reply=%s", m->id,
+		 m->env->rcpts[i].address, (unsigned long long)delay,
+		 reply != NULL ? reply : "");
+}
+
 /* ---- local delivery scheduling ---- */
 
-static void queue_make_ready(struct queue *q, struct queue_msg *m)
+void queue_make_ready(struct queue *q, struct queue_msg *m)
 {
 	if (m->ready)
 		return;
@@ -218,19 +264,17 @@ static void queue_unready(struct queue *q, struct queue_msg *m)
 }
 
 /* The spool file is gone (the operator deleted it): nothing more is
- * delivered; the message is freed once no delivery of it is in flight. */
+ * delivered; the message is freed once nothing of it is in flight. */
 static void queue_msg_forget(struct queue *q, struct queue_msg *m)
 {
-	bool inflight = false;
+	m->deleted = true;
+	queue_remote_unschedule(q, m);
 	for (size_t i = 0; i < m->env->nrcpts; i++) {
-		if (m->rcpt_state[i] == RCPT_INFLIGHT)
-			inflight = true;
-		else
-			m->rcpt_state[i] = RCPT_FAILED;
+		if (m->rcpts[i].state == RCPT_PENDING)
+			m->rcpts[i].state = RCPT_FAILED;
 	}
 	queue_unready(q, m);
-	if (!inflight)
-		queue_msg_free(q, m);
+	queue_msg_check_done(q, m);
 }
 
 /* Builds DATA/mail/<domain>/<localpart> for a canonical user address;
@@ -248,12 +292,22 @@ static int queue_maildir_path(const struct queue *q, const char *mailbox, struct
 	return buf_printf(out, "%s/%s/%.*s", q->cfg->mail_dir, domain, (int)llen, mailbox);
 }
 
-static bool queue_msg_finished(const struct queue_msg *m)
+bool queue_msg_check_done(struct queue *q, struct queue_msg *m)
 {
+	if (m->jobs > 0 || m->writer != NULL || m->committing || !m->committed)
+		return false;
 	for (size_t i = 0; i < m->env->nrcpts; i++) {
-		if (m->rcpt_state[i] != RCPT_DONE && m->rcpt_state[i] != RCPT_FAILED)
+		if (m->rcpts[i].state != RCPT_DONE && m->rcpts[i].state != RCPT_FAILED)
 			return false;
 	}
+	if (!m->deleted)
+		queue_bounce(q, m, true);
+	spool_remove(q->cfg->spool_dir, m->id);
+	struct qstatus *qs = queue_status(q);
+	if (qs != NULL)
+		qstatus_finish_message(qs, m->id, (int64_t)time(NULL));
+	log_info("id=%s removed (all recipients done)", m->id);
+	queue_msg_free(q, m);
 	return true;
 }
 
@@ -267,15 +321,16 @@ static void queue_dispatch(struct queue *q)
 			q->ready_tail = NULL;
 		m->ready = false;
 		m->run_next = NULL;
-		for (size_t i = 0; i < m->env->nrcpts; i++) {
-			if (m->rcpt_state[i] != RCPT_PENDING || m->next_attempt > now)
+		for (size_t i = 0; i < m->env->nrcpts && !m->held; i++) {
+			if (m->rcpts[i].state != RCPT_PENDING || m->rcpts[i].next_attempt > now ||
+			    m->env->rcpts[i].mailbox == NULL)
 				continue;
 			struct buf path;
 			buf_init(&path, 4096);
 			if (queue_maildir_path(q, m->env->rcpts[i].mailbox, &path) < 0) {
-				log_error("id=%s to=%s: unusable mailbox name; not delivered", m->id,
-					  m->env->rcpts[i].mailbox);
-				m->rcpt_state[i] = RCPT_FAILED;
+				queue_rcpt_final(q, m, i, QS_BOUNCED,
+						 "5.3.0 unusable mailbox name; not delivered", NULL,
+						 NULL);
 				buf_free(&path);
 				continue;
 			}
@@ -287,17 +342,16 @@ static void queue_dispatch(struct queue *q)
 			ipc_put_str(&w, path.data);
 			ipc_put_u32(&w, m->recovered ? IPC_DLV_RECOVERED : 0);
 			if (ipc_send(q->deliverer, IPC_DLV_REQUEST, 0, &w) == 0) {
-				m->rcpt_state[i] = RCPT_INFLIGHT;
+				m->rcpts[i].state = RCPT_INFLIGHT;
 				q->inflight++;
 			}
 			ipc_writer_free(&w);
 			buf_free(&path);
 		}
-		if (queue_msg_finished(m)) {
-			spool_remove(q->cfg->spool_dir, m->id);
-			queue_msg_free(q, m);
-		}
+		queue_schedule_remote(q, m, now);
+		queue_msg_check_done(q, m);
 	}
+	queue_pump(q);
 }
 
 static void queue_dlv_result(struct queue *q, struct ipc_reader *r)
@@ -311,68 +365,82 @@ static void queue_dlv_result(struct queue *q, struct ipc_reader *r)
 		return;
 	}
 	struct queue_msg *m = queue_find_id(q, id);
-	if (m == NULL || idx >= m->env->nrcpts || m->rcpt_state[idx] != RCPT_INFLIGHT) {
+	if (m == NULL || idx >= m->env->nrcpts || m->rcpts[idx].state != RCPT_INFLIGHT) {
 		log_warn("delivery result for unknown id=%s rcpt=%u", id, idx);
 		return;
 	}
 	q->inflight--;
 	switch (status) {
 	case IPC_DLV_OK:
-		m->rcpt_state[idx] = RCPT_DONE;
+		queue_rcpt_final(q, m, idx, QS_DELIVERED, "2.0.0 delivered to maildir", NULL,
+				 NULL);
 		break;
 	case IPC_DLV_PERMFAIL:
-		/* Bounces (DSN) come with the delivery engine; until then the
-		 * failure is logged for the operator. */
-		log_error("id=%s to=%s permanent delivery failure: %s", m->id,
-			  m->env->rcpts[idx].mailbox, text != NULL ? text : "");
-		m->rcpt_state[idx] = RCPT_FAILED;
+		queue_rcpt_final(q, m, idx, QS_BOUNCED, text, NULL, NULL);
 		break;
 	default: {
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/queue/%s", q->cfg->spool_dir, m->id);
-		if (access(path, F_OK) < 0 && errno == ENOENT) {
+		if (m->deleted || (access(path, F_OK) < 0 && errno == ENOENT)) {
 			log_info("id=%s removed from the spool by the operator", m->id);
+			m->rcpts[idx].state = RCPT_PENDING;
 			queue_msg_forget(q, m);
 			return;
 		}
 		/* The copy may have reached new/ before the failure (a failed
 		 * fsync after the rename): every retry checks first. */
 		m->recovered = true;
-		unsigned n = m->attempts[idx]++;
-		unsigned delay = n >= 7 ? QUEUE_RETRY_MAX : QUEUE_RETRY_MIN << n;
-		if (delay > QUEUE_RETRY_MAX)
-			delay = QUEUE_RETRY_MAX;
-		m->rcpt_state[idx] = RCPT_PENDING;
-		m->next_attempt = time(NULL) + (time_t)delay;
-		log_info("id=%s to=%s deferred for %us: %s", m->id, m->env->rcpts[idx].mailbox,
-			 delay, text != NULL ? text : "");
-		return;
+		queue_rcpt_defer(q, m, idx, text, QUEUE_LOCAL_RETRY_MIN, QUEUE_LOCAL_RETRY_MAX);
+		break;
 	}
 	}
-	if (queue_msg_finished(m)) {
-		spool_remove(q->cfg->spool_dir, m->id);
-		log_info("id=%s removed (all recipients done)", m->id);
-		queue_msg_free(q, m);
-	}
+	queue_msg_check_done(q, m);
 }
 
 static void queue_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct queue *q = arg;
 	time_t now = time(NULL);
+	const struct config *cfg = q->cfg;
 	(void)fd;
 	(void)what;
 	for (unsigned h = 0; h < QUEUE_HASH_SIZE; h++) {
-		for (struct queue_msg *m = q->by_id[h]; m != NULL; m = m->id_next) {
-			if (m->writer != NULL || m->committing || m->ready || m->next_attempt > now)
+		struct queue_msg *m = q->by_id[h];
+		while (m != NULL) {
+			struct queue_msg *next = m->id_next;
+			if (!m->committed || m->held || m->deleted) {
+				m = next;
 				continue;
-			for (size_t i = 0; i < m->env->nrcpts; i++) {
-				if (m->rcpt_state[i] == RCPT_PENDING) {
-					queue_make_ready(q, m);
-					break;
-				}
 			}
+			bool local_due = false, pending = false;
+			for (size_t i = 0; i < m->env->nrcpts; i++) {
+				const struct queue_rcpt *r = &m->rcpts[i];
+				if (r->state != RCPT_PENDING && r->state != RCPT_INFLIGHT)
+					continue;
+				pending = true;
+				if (r->state == RCPT_PENDING && r->next_attempt <= now &&
+				    m->env->rcpts[i].mailbox != NULL)
+					local_due = true;
+			}
+			if (local_due)
+				queue_make_ready(q, m);
+			queue_schedule_remote(q, m, now);
+			if (pending && !m->delay_notified && cfg->delay_warning > 0 &&
+			    now - (time_t)m->env->queued_at >= (time_t)cfg->delay_warning) {
+				m->delay_notified = true;
+				struct qstatus *qs = queue_status(q);
+				if (qs != NULL)
+					qstatus_set_delay_notified(qs, m->id);
+				queue_bounce(q, m, false);
+			}
+			m = next;
 		}
+	}
+	if (q->status != NULL && cfg->status_retention > 0 && now - q->last_purge >= 3600) {
+		q->last_purge = now;
+		struct qstatus *qs = queue_status(q);
+		if (qs != NULL)
+			qstatus_purge(qs, (int64_t)now - (int64_t)cfg->status_retention);
 	}
 	queue_dispatch(q);
 }
@@ -466,7 +534,12 @@ static void queue_commit_done(struct workpool_job *job)
 			queue_msg_free(q, m);
 			continue;
 		}
+		m->size = spool_writer_size(m->writer);
 		spool_writer_close(&m->writer);
+		m->committed = true;
+		struct qstatus *qs = queue_status(q);
+		if (qs != NULL)
+			qstatus_add_message(qs, m->env, m->size);
 		if (m->owner != NULL)
 			queue_reply(m->owner, IPC_Q_END_REPLY, m->reqid, IPC_Q_OK, m->id);
 		queue_unlink_txn(q, m);
@@ -614,12 +687,15 @@ static void queue_peer_close_cb(struct ipc_conn *conn, void *ctx)
 	if (peer->deliverer) {
 		q->deliverer = NULL;
 		/* What was in flight is asked again of the next deliverer; the
-		 * deliverer checks the Maildir first, so no copy is made twice. */
+		 * deliverer checks the Maildir first, so no copy is made twice.
+		 * Remote jobs are retried at once (at-least-once: the peer may
+		 * have taken the message before the deliverer died). */
+		queue_remote_reset(q);
 		for (unsigned h = 0; h < QUEUE_HASH_SIZE; h++) {
 			for (struct queue_msg *m = q->by_id[h]; m != NULL; m = m->id_next) {
 				for (size_t i = 0; m->env != NULL && i < m->env->nrcpts; i++) {
-					if (m->rcpt_state[i] == RCPT_INFLIGHT) {
-						m->rcpt_state[i] = RCPT_PENDING;
+					if (m->rcpts[i].state == RCPT_INFLIGHT) {
+						m->rcpts[i].state = RCPT_PENDING;
 						m->recovered = true;
 					}
 				}
@@ -677,6 +753,14 @@ static void queue_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t reqid,
 		queue_dlv_result(q, r);
 		queue_dispatch(q);
 		break;
+	case IPC_DLV_REMOTE_RESULT:
+		queue_remote_result(q, reqid, r);
+		queue_dispatch(q);
+		break;
+	case IPC_Q_ADMIN:
+		queue_admin(q, conn, reqid, r);
+		queue_dispatch(q);
+		break;
 	default:
 		log_warn("unexpected frame type %u", type);
 		break;
@@ -719,6 +803,8 @@ static void queue_recover_cb(const char *id, void *ctx)
 		log_error("id=%s cannot read spool file: %s", id, error);
 		return;
 	}
+	struct stat st;
+	uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
 	close(fd);
 	struct queue_msg *m = queue_msg_new(q, env);
 	if (m == NULL) {
@@ -726,6 +812,40 @@ static void queue_recover_cb(const char *id, void *ctx)
 		return;
 	}
 	m->recovered = true;
+	m->committed = true;
+	m->size = size;
+	/* The schedule lives in the status store; a recipient that was in
+	 * flight when we stopped (status queued) is tried again at once. */
+	size_t n = env->nrcpts;
+	enum qstatus_state *states = calloc(n, sizeof(*states));
+	unsigned *attempts = calloc(n, sizeof(*attempts));
+	int64_t *next = calloc(n, sizeof(*next));
+	int known = 0;
+	if (states != NULL && attempts != NULL && next != NULL && q->status != NULL)
+		known = qstatus_load(q->status, id, n, states, attempts, next, &m->held,
+				     &m->delay_notified);
+	if (known <= 0) {
+		struct qstatus *qs = queue_status(q);
+		if (qs != NULL)
+			qstatus_add_message(qs, env, size);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct queue_rcpt *r = &m->rcpts[i];
+		if (known > 0) {
+			r->attempts = attempts[i];
+			if (qstatus_state_final(states[i])) {
+				r->state = states[i] == QS_DELIVERED ? RCPT_DONE : RCPT_FAILED;
+				r->final = (unsigned char)states[i];
+				/* A crash between the last result and the spool
+				 * removal: the notice may not have gone out. */
+			} else if (states[i] == QS_DEFERRED) {
+				r->next_attempt = (time_t)next[i];
+			}
+		}
+	}
+	free(states);
+	free(attempts);
+	free(next);
 	queue_make_ready(q, m);
 }
 
@@ -756,6 +876,15 @@ int queue_main(const struct config *cfg)
 	q->pool = workpool_new(q->base, 1, &error);
 	if (q->pool == NULL)
 		fatal("commit thread: %s", error);
+
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/status.db", cfg->spool_dir);
+	if (qstatus_open(path, false, &q->status, &error) < 0)
+		log_error("delivery status store %s: %s; running without it", path, error);
+	q->status_flush_ev = event_new(q->base, -1, 0, queue_status_flush_cb, q);
+	if (account_db_open(cfg->db_path, false, &q->accounts, &error) < 0)
+		log_error("account database %s: %s; bounces to local senders go out by SMTP",
+			  cfg->db_path, error);
 
 	if (spool_scan(cfg->spool_dir, queue_recover_cb, q, &error) < 0)
 		fatal("spool recovery: %s", error);
@@ -796,6 +925,10 @@ int queue_main(const struct config *cfg)
 			queue_msg_free(q, m);
 		}
 	}
+	queue_remote_free(q);
+	qstatus_close(&q->status);
+	account_db_close(&q->accounts);
+	event_free(q->status_flush_ev);
 	event_free(q->listen_ev);
 	event_free(q->timer_ev);
 	event_free(ev_term);

@@ -1,7 +1,8 @@
 /*
  * smtp-commands.c — the SMTP command table and what each command does in an
  * smtpd worker (RFC 5321; 1870 SIZE; 2920 PIPELINING; 3030 CHUNKING; 3207
- * STARTTLS; 4954 AUTH; 6152 8BITMIME; 6531 SMTPUTF8; 2034 enhanced codes).
+ * STARTTLS; 4954 AUTH; 6152 8BITMIME; 6531 SMTPUTF8; 2034 enhanced codes;
+ * 3461 DSN parameters, which go into the envelope for the queue's DSNs).
  *
  * Each command has a check step (state, listener, TLS, AUTH rules from the
  * table flags) and a run step. Commands that need another process (RCPT,
@@ -108,7 +109,7 @@ static void cmd_ehlo(struct smtp_session *s, const char *args, size_t len)
 	struct buf b;
 	buf_init(&b, 1024);
 	buf_printf(&b, "%s\nPIPELINING\nSIZE %llu\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\n"
-		       "CHUNKING",
+		       "CHUNKING\nDSN",
 		   cfg->hostname, (unsigned long long)cfg->max_message_size);
 	if (!s->tls && s->kind != LISTENER_SUBMISSIONS)
 		buf_append_str(&b, "\nSTARTTLS");
@@ -358,6 +359,106 @@ static void smtp_auth_result(struct smtp_session *s, struct ipc_reader *r)
 	free(tried);
 }
 
+/* ---- RFC 3461 DSN parameters ---- */
+
+/* RFC 3461 4.4: an ENVID "MUST NOT exceed 100 characters". */
+#define SMTP_ENVID_MAX  100
+/* RFC 3461 4.2: the original recipient address before xtext encoding
+ * "MUST NOT exceed 500 characters". */
+#define SMTP_ORCPT_MAX  500
+/* "rfc822;" or "utf-8;" + the address + NUL */
+#define SMTP_ORCPT_BUF  (SMTP_ORCPT_MAX + 8)
+/* "SUCCESS,FAILURE,DELAY" + NUL */
+#define SMTP_NOTIFY_BUF 32
+#define N_WORDS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* RET=FULL|HDRS (RFC 3461 4.3), case-insensitive: the upper-case word
+ * (static), or NULL when the value is anything else. */
+static const char *smtp_dsn_ret(const struct smtp_param *q)
+{
+	if (!q->has_value)
+		return NULL;
+	if (strcasecmp(q->value, "FULL") == 0)
+		return "FULL";
+	if (strcasecmp(q->value, "HDRS") == 0)
+		return "HDRS";
+	return NULL;
+}
+
+/* ENVID=xtext (RFC 3461 4.4), decoded into out (size SMTP_ENVID_MAX + 1).
+ * smtp_xtext_decode() refuses control characters and 8-bit, so the value
+ * cannot inject a header into a DSN. 0, or -1 on bad xtext or when longer
+ * than SMTP_ENVID_MAX. */
+static int smtp_dsn_envid(const struct smtp_param *q, char out[SMTP_ENVID_MAX + 1])
+{
+	if (!q->has_value || smtp_xtext_decode(q->value, out, SMTP_ENVID_MAX + 1) < 0 ||
+	    out[0] == '\0')
+		return -1;
+	return 0;
+}
+
+/* NOTIFY="NEVER" / 1#("SUCCESS" / "FAILURE" / "DELAY") (RFC 3461 4.1),
+ * case-insensitive; NEVER only alone; no word twice; no empty item. Writes
+ * the canonical form into out (size SMTP_NOTIFY_BUF): upper case, in the
+ * order SUCCESS,FAILURE,DELAY. 0, or -1. */
+static int smtp_dsn_notify(const struct smtp_param *q, char out[SMTP_NOTIFY_BUF])
+{
+	static const char *const words[] = { "NEVER", "SUCCESS", "FAILURE", "DELAY" };
+	unsigned seen = 0;
+
+	if (!q->has_value)
+		return -1;
+	for (const char *p = q->value;;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+		unsigned w = 0;
+		while (w < N_WORDS(words) &&
+		       !(strlen(words[w]) == len && strncasecmp(p, words[w], len) == 0))
+			w++;
+		if (w == N_WORDS(words) || (seen & (1u << w)) != 0)
+			return -1;
+		seen |= 1u << w;
+		if (comma == NULL)
+			break;
+		p = comma + 1;
+	}
+	if ((seen & 1u) != 0 && seen != 1u)
+		return -1;
+	size_t n = 0;
+	out[0] = '\0';
+	for (unsigned w = 0; w < N_WORDS(words); w++) {
+		if ((seen & (1u << w)) != 0)
+			n += (size_t)snprintf(out + n, SMTP_NOTIFY_BUF - n, "%s%s", n > 0 ? "," : "",
+					      words[w]);
+	}
+	return 0;
+}
+
+/* ORCPT=addr-type ";" xtext (RFC 3461 4.2): addr-type "rfc822" or "utf-8"
+ * (RFC 6533), case-insensitive; the decoded address is not empty and at most
+ * SMTP_ORCPT_MAX characters. Writes "rfc822;decoded" (addr-type lower-cased)
+ * into out (size SMTP_ORCPT_BUF). 0, or -1. */
+static int smtp_dsn_orcpt(const struct smtp_param *q, char out[SMTP_ORCPT_BUF])
+{
+	char addr[SMTP_ORCPT_MAX + 1];
+	const char *type;
+
+	if (!q->has_value)
+		return -1;
+	const char *semi = strchr(q->value, ';');
+	size_t type_len = semi != NULL ? (size_t)(semi - q->value) : 0;
+	if (type_len == 6 && strncasecmp(q->value, "rfc822", 6) == 0)
+		type = "rfc822";
+	else if (type_len == 5 && strncasecmp(q->value, "utf-8", 5) == 0)
+		type = "utf-8";
+	else
+		return -1;
+	if (smtp_xtext_decode(semi + 1, addr, sizeof(addr)) < 0 || addr[0] == '\0')
+		return -1;
+	snprintf(out, SMTP_ORCPT_BUF, "%s;%s", type, addr);
+	return 0;
+}
+
 /* ---- MAIL ---- */
 
 static bool smtp_check_address(struct smtp_session *s, const struct smtp_path_args *p,
@@ -377,6 +478,20 @@ static void smtp_mail_accept(struct smtp_session *s)
 	if (!p->addr.null_path)
 		smtp_address_format(&p->addr, addr, sizeof(addr));
 	s->txn.sender = strdup(addr);
+	/* RET and ENVID were checked by cmd_mail(). */
+	const struct smtp_param *ret = smtp_param_find(p, "RET");
+	s->txn.ret = ret != NULL ? smtp_dsn_ret(ret) : NULL;
+	const struct smtp_param *envid = smtp_param_find(p, "ENVID");
+	char envid_dec[SMTP_ENVID_MAX + 1];
+	if (envid != NULL && smtp_dsn_envid(envid, envid_dec) == 0)
+		s->txn.envid = strdup(envid_dec);
+	if (s->txn.sender == NULL || (envid != NULL && s->txn.envid == NULL)) {
+		smtp_transaction_reset(s);
+		free(s->pending_mail);
+		s->pending_mail = NULL;
+		smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+		return;
+	}
 	s->txn.smtputf8 = smtp_param_find(p, "SMTPUTF8") != NULL;
 	const struct smtp_param *body = smtp_param_find(p, "BODY");
 	s->txn.body_8bit = body != NULL && strcasecmp(body->value, "8BITMIME") == 0;
@@ -427,6 +542,19 @@ static void cmd_mail(struct smtp_session *s, const char *args, size_t len)
 			utf8 = true;
 		} else if (strcmp(q->keyword, "AUTH") == 0 && smtp_is_submission(s)) {
 			/* RFC 4954 5: accepted and not trusted. */
+		} else if (strcmp(q->keyword, "RET") == 0) {
+			if (smtp_dsn_ret(q) == NULL) {
+				smtp_reply(s, 501, "5.5.4", "Error: RET must be FULL or HDRS");
+				goto fail;
+			}
+		} else if (strcmp(q->keyword, "ENVID") == 0) {
+			char envid[SMTP_ENVID_MAX + 1];
+			if (smtp_dsn_envid(q, envid) < 0) {
+				smtp_reply(s, 501, "5.5.4",
+					   "Error: ENVID must be xtext of at most %d characters",
+					   SMTP_ENVID_MAX);
+				goto fail;
+			}
 		} else {
 			smtp_reply(s, 555, "5.5.4", "Error: unsupported parameter %s", q->keyword);
 			goto fail;
@@ -503,9 +631,25 @@ static void cmd_rcpt(struct smtp_session *s, const char *args, size_t len)
 		return;
 	}
 	for (unsigned i = 0; i < p->nparams; i++) {
-		free(p);
-		smtp_reply(s, 555, "5.5.4", "Error: unsupported parameter");
-		return;
+		const struct smtp_param *q = &p->params[i];
+		char notify[SMTP_NOTIFY_BUF], orcpt[SMTP_ORCPT_BUF];
+		if (strcmp(q->keyword, "NOTIFY") == 0) {
+			if (smtp_dsn_notify(q, notify) < 0) {
+				smtp_reply(s, 501, "5.5.4", "Error: NOTIFY must be NEVER or a list "
+					   "of SUCCESS, FAILURE and DELAY");
+				goto fail;
+			}
+		} else if (strcmp(q->keyword, "ORCPT") == 0) {
+			if (smtp_dsn_orcpt(q, orcpt) < 0) {
+				smtp_reply(s, 501, "5.5.4", "Error: ORCPT must be rfc822;address or "
+					   "utf-8;address in xtext, at most %d characters",
+					   SMTP_ORCPT_MAX);
+				goto fail;
+			}
+		} else {
+			smtp_reply(s, 555, "5.5.4", "Error: unsupported parameter %s", q->keyword);
+			goto fail;
+		}
 	}
 	if (!smtp_check_address(s, p, s->txn.smtputf8)) {
 		free(p);
@@ -539,10 +683,16 @@ static void cmd_rcpt(struct smtp_session *s, const char *args, size_t len)
 	}
 	s->pending_rcpt = p;
 	smtp_park(s, SMTP_WAIT_RCPT);
+	return;
+fail:
+	free(p);
 }
 
+/* orcpt and notify: the RFC 3461 parameters of the RCPT command, canonical
+ * (see smtp_dsn_orcpt(), smtp_dsn_notify()) or NULL; every recipient an
+ * alias expands to carries them (RFC 3461 6.2.7.3). */
 static int smtp_txn_add_rcpt(struct smtp_transaction *t, const char *address,
-			     const char *mailbox)
+			     const char *mailbox, const char *orcpt, const char *notify)
 {
 	/* One copy per mailbox: aliases may name the same user twice. */
 	for (unsigned i = 0; i < t->nrcpts; i++) {
@@ -564,10 +714,14 @@ static int smtp_txn_add_rcpt(struct smtp_transaction *t, const char *address,
 	struct smtp_rcpt *r = &t->rcpts[t->nrcpts];
 	r->address = strdup(address);
 	r->mailbox = mailbox != NULL ? strdup(mailbox) : NULL;
-	r->orcpt = NULL;
-	if (r->address == NULL || (mailbox != NULL && r->mailbox == NULL)) {
+	r->orcpt = orcpt != NULL ? strdup(orcpt) : NULL;
+	r->notify = notify != NULL ? strdup(notify) : NULL;
+	if (r->address == NULL || (mailbox != NULL && r->mailbox == NULL) ||
+	    (orcpt != NULL && r->orcpt == NULL) || (notify != NULL && r->notify == NULL)) {
 		free(r->address);
 		free(r->mailbox);
+		free(r->orcpt);
+		free(r->notify);
 		return -1;
 	}
 	t->nrcpts++;
@@ -580,6 +734,15 @@ static void smtp_rcpt_result(struct smtp_session *s, struct ipc_reader *r)
 	s->pending_rcpt = NULL;
 	char addr[SMTP_ADDRESS_MAX * 4 + 8];
 	smtp_rcpt_address(p, addr, sizeof(addr));
+	/* NOTIFY and ORCPT were checked by cmd_rcpt(). */
+	char notify_buf[SMTP_NOTIFY_BUF], orcpt_buf[SMTP_ORCPT_BUF];
+	const char *notify = NULL, *orcpt = NULL;
+	const struct smtp_param *q = smtp_param_find(p, "NOTIFY");
+	if (q != NULL && smtp_dsn_notify(q, notify_buf) == 0)
+		notify = notify_buf;
+	q = smtp_param_find(p, "ORCPT");
+	if (q != NULL && smtp_dsn_orcpt(q, orcpt_buf) == 0)
+		orcpt = orcpt_buf;
 	free(p);
 
 	uint32_t result = ipc_get_u32(r);
@@ -596,7 +759,7 @@ static void smtp_rcpt_result(struct smtp_session *s, struct ipc_reader *r)
 		return;
 	case IPC_RCPT_NOT_LOCAL:
 		if (s->auth_user != NULL) {
-			if (smtp_txn_add_rcpt(&s->txn, addr, NULL) < 0) {
+			if (smtp_txn_add_rcpt(&s->txn, addr, NULL, orcpt, notify) < 0) {
 				smtp_reply(s, 451, "4.3.0", "Error: out of memory");
 				return;
 			}
@@ -615,8 +778,8 @@ static void smtp_rcpt_result(struct smtp_session *s, struct ipc_reader *r)
 			smtp_reply(s, 451, "4.3.0", "Error: internal error");
 			return;
 		}
-		int ret = local != 0 ? smtp_txn_add_rcpt(&s->txn, addr, target)
-				     : smtp_txn_add_rcpt(&s->txn, target, NULL);
+		int ret = local != 0 ? smtp_txn_add_rcpt(&s->txn, addr, target, orcpt, notify)
+				     : smtp_txn_add_rcpt(&s->txn, target, NULL, orcpt, notify);
 		if (ret < 0) {
 			smtp_reply(s, 451, "4.3.0", "Error: out of memory");
 			return;
@@ -666,14 +829,14 @@ static int smtp_queue_begin(struct smtp_session *s)
 	ipc_put_str(&w, s->ip);
 	ipc_put_str(&w, s->auth_user);
 	ipc_put_u32(&w, (t->smtputf8 ? IPC_ENV_SMTPUTF8 : 0) | (t->body_8bit ? IPC_ENV_8BITMIME : 0));
-	ipc_put_str(&w, NULL);
-	ipc_put_str(&w, NULL);
+	ipc_put_str(&w, t->envid);
+	ipc_put_str(&w, t->ret);
 	ipc_put_u32(&w, t->nrcpts);
 	for (unsigned i = 0; i < t->nrcpts; i++) {
 		ipc_put_str(&w, t->rcpts[i].address);
 		ipc_put_str(&w, t->rcpts[i].mailbox);
 		ipc_put_str(&w, t->rcpts[i].orcpt);
-		ipc_put_str(&w, NULL);
+		ipc_put_str(&w, t->rcpts[i].notify);
 	}
 	int ret = s->server->queue != NULL ? ipc_send(s->server->queue, IPC_Q_BEGIN, s->id, &w) : -1;
 	ipc_writer_free(&w);

@@ -166,10 +166,12 @@ void smtp_transaction_reset(struct smtp_session *s)
 	if (t->began && s->server->queue != NULL)
 		ipc_send_raw(s->server->queue, IPC_Q_ABORT, s->id, NULL, 0);
 	free(t->sender);
+	free(t->envid);
 	for (unsigned i = 0; i < t->nrcpts; i++) {
 		free(t->rcpts[i].address);
 		free(t->rcpts[i].mailbox);
 		free(t->rcpts[i].orcpt);
+		free(t->rcpts[i].notify);
 	}
 	free(t->rcpts);
 	memset(t, 0, sizeof(*t));

@@ -61,11 +61,14 @@ enum smtp_wait {
 struct smtp_rcpt {
 	char *address;          /* for the envelope: local recipient as given, or remote target */
 	char *mailbox;          /* canonical local user, NULL for remote */
-	char *orcpt;
+	char *orcpt;            /* RFC 3461 ORCPT decoded, "rfc822;bob@example.com", or NULL */
+	char *notify;           /* RFC 3461 NOTIFY canonical, "SUCCESS,FAILURE" / "NEVER", or NULL */
 };
 
 struct smtp_transaction {
 	char *sender;           /* "" for <> */
+	char *envid;            /* RFC 3461 ENVID decoded, or NULL */
+	const char *ret;        /* RFC 3461 RET: "FULL", "HDRS" (static) or NULL */
 	bool smtputf8;
 	bool body_8bit;
 	struct smtp_rcpt *rcpts;

@@ -418,18 +418,23 @@ def tls_material(tmp_path_factory):
 
 @pytest.fixture
 def make_postern(tmp_path, tls_material):
-    """Factory: make_postern(config={...}, users=[...], start=True, init_args=()).
+    """Factory: make_postern(config={...}, users=[...], start=True, init_args=(),
+    hold_remote=True).
 
     Returns a Postern instance; all instances are stopped and checked at teardown."""
     binary = postern_bin()
     made = []
 
     def make(config=None, users=("alice@example.test", "bob@example.test"), start=True,
-             init_args=(), tls=True):
+             init_args=(), tls=True, hold_remote=True):
         base = tmp_path / f"p{len(made)}"
         base.mkdir()
         inst = Postern(binary, base, tls_material if tls else None)
         made.append(inst)
+        if hold_remote:
+            # No DNS here: mail to remote domains goes to a smarthost on a closed
+            # loopback port, so it stays queued (deferred) for the test to look at.
+            init_args = list(init_args) + ["--smarthost", "127.0.0.1:1"]
         inst.init(init_args)
         for key, value in (config or {}).items():
             inst.set_config(key, value)
