@@ -462,6 +462,16 @@ static void add_cand(struct dns_query *q, const char *name, unsigned pref)
 	c->secure = true;
 }
 
+static const char *rcode_name(int rcode)
+{
+	static const char *const names[] = {
+		"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+	};
+
+	return rcode >= 0 && (size_t)rcode < sizeof(names) / sizeof(names[0]) ?
+	       names[rcode] : "error";
+}
+
 static const char *sec_text(int sec, const char *why_bogus)
 {
 	if (sec != 1)
@@ -478,8 +488,9 @@ static void mx_answer(struct dns_query *q, int rcode, const unsigned char *pkt, 
 	int prcode;
 
 	if (rcode != 0) {
-		query_fail(q, DNS_TEMPFAIL, "DNS failure looking up MX of %s: rcode %d%s%s",
-			   q->domain, rcode, sec == 1 ? ": " : "", sec_text(sec, why_bogus));
+		query_fail(q, DNS_TEMPFAIL, "DNS failure looking up MX of %s: %s (rcode %d)%s%s",
+			   q->domain, rcode_name(rcode), rcode, sec == 1 ? ": " : "",
+			   sec_text(sec, why_bogus));
 		return;
 	}
 	if (dns_packet_parse(pkt, len, DNS_TYPE_MX, rrs, DNS_MX_PARSE_MAX, &n, &prcode,
@@ -492,8 +503,8 @@ static void mx_answer(struct dns_query *q, int rcode, const unsigned char *pkt, 
 		return;
 	}
 	if (prcode != DNS_RCODE_NOERROR) {
-		query_fail(q, DNS_TEMPFAIL, "DNS failure looking up MX of %s: rcode %d",
-			   q->domain, prcode);
+		query_fail(q, DNS_TEMPFAIL, "DNS failure looking up MX of %s: %s (rcode %d)",
+			   q->domain, rcode_name(prcode), prcode);
 		return;
 	}
 	q->mx_secure = sec == 2;
@@ -712,6 +723,8 @@ static void query_free(struct dns_query *q)
 static void query_finish(struct dns_query *q)
 {
 	query_cancel_subs(q);
+	if (q->phase == Q_MX)   /* not reached: the MX answer or the timeout ends it */
+		query_fail(q, DNS_TEMPFAIL, "no MX answer for %s", q->domain);
 	if (q->phase != Q_DONE)
 		query_build_result(q);
 	if (q->res.status != DNS_OK) {
@@ -902,6 +915,12 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const char *forwa
 	}
 	if ((r->ctx = ub_ctx_create_event(base)) == NULL) {
 		*error_r = "cannot create the libunbound context";
+		goto fail;
+	}
+	/* Records come in the order the server sent them: the random order
+	 * among equal MX preferences is ours (mx_shuffle_sort). */
+	if (ub_ctx_set_option(r->ctx, "rrset-roundrobin:", "no") != 0) {
+		*error_r = "libunbound refused rrset-roundrobin: no";
 		goto fail;
 	}
 	if (forwarder != NULL) {

@@ -59,16 +59,18 @@ struct event_base;
  *
  * forwarder: "ADDR:PORT" ("127.0.0.1:5353", "[::1]:53"; a bare address means
  * port 53) of a DNS server that every query is sent to with recursion
- * desired; no trust anchor is loaded then, so answers are not validated
- * (secure stays false unless the library says otherwise). NULL: the
- * system's servers from /etc/resolv.conf plus /etc/hosts, with DNSSEC
- * validation against /usr/share/dns/root.key when that file exists (a
- * resolver that strips signatures then makes every answer bogus, which is
- * reported as DNS_TEMPFAIL).
+ * desired, names under test. included; no trust anchor is loaded then, so
+ * answers are not validated (secure stays false unless the library says
+ * otherwise). NULL: the system's servers from /etc/resolv.conf plus
+ * /etc/hosts (both read now), with DNSSEC validation against
+ * /usr/share/dns/root.key when that file exists (read at the first lookup,
+ * so it must stay readable after privileges are dropped; a resolver that
+ * strips signatures makes every answer bogus, reported as DNS_TEMPFAIL).
  *
- * Returns the resolver, or NULL with *error_r (static text) when the
- * forwarder does not parse or libunbound cannot be set up. Free it with
- * dns_resolver_free() before freeing base.
+ * One resolver per event loop; not thread-safe. Returns the resolver, or
+ * NULL with *error_r (static text) when the forwarder does not parse or
+ * libunbound cannot be set up. Free it with dns_resolver_free() before
+ * freeing base.
  */
 struct dns_resolver *dns_resolver_new(struct event_base *base, const char *forwarder,
 				      const char **error_r);
@@ -76,8 +78,9 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const char *forwa
  * everything and sets *r to NULL. Safe from inside a dns_cb. */
 void dns_resolver_free(struct dns_resolver **r);
 /* Overall limit of each lookup started from now on, in milliseconds
- * (default DNS_DEFAULT_TIMEOUT_MS); after it the lookup ends in
- * DNS_TEMPFAIL, or with the hosts already found when the MX answer came. */
+ * (default DNS_DEFAULT_TIMEOUT_MS). When it expires the lookup ends: in
+ * DNS_OK with the MX hosts whose addresses have arrived, if any, else in
+ * DNS_TEMPFAIL ("DNS timeout ..."). */
 void dns_resolver_set_timeout(struct dns_resolver *r, unsigned msecs);
 
 /* res is owned by the callee and valid only during the call (copy what you keep). */
@@ -106,11 +109,14 @@ struct dns_query;
 struct dns_query *dns_lookup_mx(struct dns_resolver *r, const char *domain, uint16_t port,
 				dns_cb *cb, void *ctx, const char **error_r);
 /* Like dns_lookup_mx but for one host (a smarthost): its A/AAAA only, or an IP literal
- * ("127.0.0.1", "::1", "[::1]") parsed without DNS; result has one host with pref 0.
- * No address → DNS_PERMFAIL (NXDOMAIN or no A/AAAA) or DNS_TEMPFAIL. */
+ * ("127.0.0.1", "::1", "[::1]", "[IPv6:::1]") parsed without DNS (then secure is
+ * false); result has one host with pref 0 named host as given (literal) or
+ * normalised. No address → DNS_PERMFAIL (NXDOMAIN or no A/AAAA) or DNS_TEMPFAIL. */
 struct dns_query *dns_lookup_host(struct dns_resolver *r, const char *host, uint16_t port,
 				  dns_cb *cb, void *ctx, const char **error_r);
-/* Cancels a query not yet completed: its callback will not be called. */
+/* Cancels a query not yet completed: its callback will not be called.
+ * From inside the query's own callback it does nothing (the query is
+ * freed when the callback returns). */
 void dns_cancel(struct dns_query *q);
 
 /*

@@ -474,6 +474,41 @@ int qstatus_retry(struct qstatus *qs, const char *id)
 	return sqlite3_changes(qs->db);
 }
 
+int qstatus_unfinished(struct qstatus *qs, void (*cb)(const char *id, void *ctx), void *ctx)
+{
+	sqlite3_stmt *st = NULL;
+	int n = 0, rc;
+	if (sqlite3_prepare_v2(qs->db, "SELECT id FROM messages WHERE finished_at IS NULL", -1,
+			       &st, NULL) != SQLITE_OK) {
+		qs_sql_error(qs, "listing unfinished messages");
+		return -1;
+	}
+	/* Collected first: cb may write to the database. */
+	char (*ids)[17] = NULL;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+		if (id == NULL || strlen(id) != 16)
+			continue;
+		char (*grown)[17] = realloc(ids, (size_t)(n + 1) * sizeof(*ids));
+		if (grown == NULL) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		ids = grown;
+		memcpy(ids[n++], id, 17);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		free(ids);
+		qs_sql_error(qs, "listing unfinished messages");
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		cb(ids[i], ctx);
+	free(ids);
+	return n;
+}
+
 int qstatus_load(struct qstatus *qs, const char *id, size_t n, enum qstatus_state *states,
 		 unsigned *attempts, int64_t *next_attempt, bool *held_r,
 		 bool *delay_notified_r)

@@ -111,6 +111,11 @@ int qstatus_load(struct qstatus *qs, const char *id, size_t n, enum qstatus_stat
 		 unsigned *attempts, int64_t *next_attempt, bool *held_r,
 		 bool *delay_notified_r);
 
+/* Calls cb for the id of every message not finished (at start the queue
+ * finishes those whose spool file is gone: a crash between the removal and
+ * its record). Returns the number of ids, or -1. */
+int qstatus_unfinished(struct qstatus *qs, void (*cb)(const char *id, void *ctx), void *ctx);
+
 /* Deletes finished messages with finished_at < before and their
  * recipients. Returns the number of messages deleted, or -1. */
 int qstatus_purge(struct qstatus *qs, int64_t before);

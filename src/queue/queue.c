@@ -849,6 +849,17 @@ static void queue_recover_cb(const char *id, void *ctx)
 	queue_make_ready(q, m);
 }
 
+/* A status record of a message whose spool file is gone: finished. */
+static void queue_finish_stale_cb(const char *id, void *ctx)
+{
+	struct queue *q = ctx;
+	if (queue_find_id(q, id) != NULL)
+		return;
+	struct qstatus *qs = queue_status(q);
+	if (qs != NULL)
+		qstatus_finish_message(qs, id, (int64_t)time(NULL));
+}
+
 static void queue_stop_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct queue *q = arg;
@@ -890,6 +901,8 @@ int queue_main(const struct config *cfg)
 		fatal("spool recovery: %s", error);
 	if (q->nmsgs > 0)
 		log_info("recovered %zu messages from the spool", q->nmsgs);
+	if (q->status != NULL)
+		qstatus_unfinished(q->status, queue_finish_stale_cb, q);
 
 	q->listen_fd = ipc_listen_unix("run/q.sock");
 	if (q->listen_fd < 0)

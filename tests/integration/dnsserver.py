@@ -111,6 +111,8 @@ class DNSServer:
             "  access-control: 127.0.0.0/8 allow",
             '  module-config: "iterator"',
             "  so-reuseport: no",
+            # Answers in a fixed order, so tests see the resolver's own shuffling.
+            "  rrset-roundrobin: no",
             "  outgoing-range: 64",
             "  num-queries-per-thread: 64",
             # Everything is answered from local data; nothing is forwarded or recursed.

@@ -426,3 +426,45 @@ def test_postern_to_postern_end_to_end(world, make_postern):
     [rec] = wait_for(lambda: [r for r in status_json(p, "zed@other.test")
                               if r["status"] == "delivered"], what="delivered")
     assert rec["tls"], rec   # the two Posterns spoke TLS
+
+
+def test_sender_rate_limit(world):
+    world.start_dns(["a.test. MX 10 mx1.remote.test.", "b.test. MX 10 mx1.remote.test.",
+                     "c.test. MX 10 mx1.remote.test.", "mx1.remote.test. A 127.0.0.2"])
+    peer = world.peer("127.0.0.2")
+    p = world.postern({"outbound.sender_rate": "60"})   # one message a second per sender
+    for dom in ("a.test", "b.test", "c.test"):
+        submit(p, [f"x@{dom}"])
+    msgs = peer.wait_messages(3, timeout=30)
+    times = sorted(m.time for m in msgs)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(g >= 0.8 for g in gaps), gaps
+
+
+def test_smarthost_with_auth_over_tls(make_postern, tmp_path):
+    # the smarthost is a second Postern: submission with STARTTLS and AUTH
+    relay = make_postern(users=("alice@example.test",), start=False, hold_remote=False)
+    relay.cli("domain", "add", "other.test")
+    relay.add_user("zed@other.test")
+    relay.start()
+    secret = tmp_path / "smarthost.secret"
+    secret.write_text(PASSWORDS[ALICE] + "\n")
+    p = make_postern(config={"outbound.smarthost_user": ALICE,
+                             "outbound.smarthost_password_file": str(secret),
+                             "outbound.command_timeout": "5"},
+                     init_args=["--smarthost", f"127.0.0.1:{relay.port('submission')}"],
+                     hold_remote=False)
+    submit(p, ["zed@other.test"])
+    [got] = relay.wait_messages("zed@other.test", 1, timeout=20)
+    assert b"Hello from Postern." in got
+    [rec] = wait_for(lambda: [r for r in status_json(p, "zed@other.test")
+                              if r["status"] == "delivered"], what="delivered")
+    assert rec["tls"], rec
+    assert f"[127.0.0.1]" in rec["remote_host"]
+    # a wrong password is a temporary failure, never a bounce, and is not retried in a loop
+    secret.write_text("wrong-password\n")
+    p.restart()
+    submit(p, ["zed@other.test"])
+    [m] = wait_for(lambda: [m for m in queue_json(p)
+                            if m["recipients"][0]["status"] == "deferred"], what="deferred")
+    assert "authentication" in m["recipients"][0]["last_reply"], m
