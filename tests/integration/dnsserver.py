@@ -12,8 +12,12 @@ CNAME local-data is followed by unbound itself, so a query for an alias gets the
                     "mx.example.test. A 127.0.0.1"]) as dns:
         ... dns.address ...   # "127.0.0.1:PORT", for a resolver's forwarder
 
-The `dns_server` pytest fixture is a factory: dns_server(records) returns a started
-DNSServer that is stopped at teardown (its log is attached to a failing test's output).
+zones adds local-zone lines, e.g. [("refused.test.", "always_refuse")] for a zone whose
+every query is answered REFUSED (a resolver's "server failure").
+
+The `dns_server` pytest fixture is a factory: dns_server(records, zones=()) returns a
+started DNSServer that is stopped at teardown (its log is attached to a failing test's
+output).
 """
 
 import os
@@ -77,8 +81,9 @@ def build_query(name, qtype=1, qid=0x5053):
 class DNSServer:
     """unbound on loopback serving `records`; see the module comment."""
 
-    def __init__(self, records, port=None):
+    def __init__(self, records, port=None, zones=()):
         self.records = list(records)
+        self.zones = list(zones)        # extra ("name.", "unbound local-zone type")
         self.port = port
         self.dir = None
         self.proc = None
@@ -118,6 +123,8 @@ class DNSServer:
             # Everything is answered from local data; nothing is forwarded or recursed.
             '  local-zone: "." static',
         ]
+        for name, kind in self.zones:
+            lines.append(f"  local-zone: {_quote(name)} {kind}")
         for rec in self.records:
             lines.append(f"  local-data: {_quote(rec)}")
         path = os.path.join(self.dir, "unbound.conf")
@@ -195,11 +202,11 @@ class DNSServer:
 
 @pytest.fixture
 def dns_server():
-    """Factory: dns_server(records) -> a started DNSServer, stopped at teardown."""
+    """Factory: dns_server(records, zones=()) -> a started DNSServer, stopped at teardown."""
     servers = []
 
-    def make(records):
-        server = DNSServer(records)
+    def make(records, zones=()):
+        server = DNSServer(records, zones=zones)
         servers.append(server)
         return server.start()
 

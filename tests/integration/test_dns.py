@@ -315,6 +315,29 @@ def test_concurrent_lookups(dns_server):
     assert by_name["127.0.0.1"]["status"] == "OK"
 
 
+def test_server_failure_is_tempfail(dns_server):
+    # The server answers REFUSED for refused.test.: libunbound reports SERVFAIL.
+    dns = dns_server([
+        "partly.test. MX 10 mx.refused.test.",
+        "partly.test. MX 20 mx.partly.test.",
+        "mx.partly.test. A 127.0.0.60",
+        "allbad.test. MX 10 mx.refused.test.",
+    ], zones=[("refused.test.", "always_refuse")])
+    results, p = run(dns.address, ("mx", "refused.test"), ("host", "mx.refused.test"),
+                     ("mx", "partly.test"), ("mx", "allbad.test"))
+    assert p.returncode == 0, p.stderr
+    by_name = {r["name"]: r for r in results}
+    r = by_name["refused.test"]
+    assert r["status"] == "TEMPFAIL" and "SERVFAIL" in r["error"], r
+    assert by_name["mx.refused.test"]["status"] == "TEMPFAIL"
+    # A failing MX host is skipped when another one has an address...
+    assert hosts(by_name["partly.test"]) == [("mx.partly.test", 20, ["127.0.0.60:25"])]
+    # ... but when none has, it is worth retrying: not a permanent failure.
+    r = by_name["allbad.test"]
+    assert r["status"] == "TEMPFAIL", r
+    assert r["error"] == "DNS failure looking up the address of the MX hosts of allbad.test"
+
+
 def test_dead_forwarder_is_tempfail_in_bounded_time():
     port = free_udp_tcp_port()           # nothing listens there
     start = time.monotonic()

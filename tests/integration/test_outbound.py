@@ -468,3 +468,56 @@ def test_smarthost_with_auth_over_tls(make_postern, tmp_path):
     [m] = wait_for(lambda: [m for m in queue_json(p)
                             if m["recipients"][0]["status"] == "deferred"], what="deferred")
     assert "authentication" in m["recipients"][0]["last_reply"], m
+
+
+def test_hanging_peer_times_out_and_is_retried(world):
+    world.start_dns(MX1)
+    peer = world.peer("127.0.0.2", behaviour="hang")
+    p = world.postern()   # outbound.command_timeout = 3
+    t0 = time.time()
+    submit(p, ["bob@remote.test"])
+    [m] = wait_for(lambda: [m for m in queue_json(p)
+                            if m["recipients"][0]["status"] == "deferred"], timeout=20,
+                   what="deferred")
+    assert time.time() - t0 < 15
+    assert "timeout" in m["recipients"][0]["last_reply"], m
+    # the peer comes back to its senses: the retry delivers
+    peer.behaviour = "accept"
+    p.cli("queue", "retry", "all")
+    peer.wait_messages(1, timeout=20)
+
+
+def test_peer_closing_at_once_falls_back_to_next_mx(world):
+    world.start_dns(["remote.test. MX 10 mx1.remote.test.", "remote.test. MX 20 mx2.remote.test.",
+                     "mx1.remote.test. A 127.0.0.3", "mx2.remote.test. A 127.0.0.4"])
+    bad = world.peer("127.0.0.3", behaviour="close")
+    good = world.peer("127.0.0.4", hostname="mx2.remote.test")
+    p = world.postern()
+    submit(p, ["bob@remote.test"])
+    good.wait_messages(1)
+    assert bad.connections >= 1
+
+
+def test_may_policy_falls_back_to_plaintext_when_the_handshake_fails(world, tmp_path):
+    import ssl
+    ca, issue = make_test_ca(str(tmp_path / "ca"))
+    world.start_dns(MX1)
+    peer = world.peer("127.0.0.2", starttls=issue("mx1.remote.test"))
+    # the peer only speaks TLS 1.1, which Postern refuses: the handshake fails
+    peer._tls_context.minimum_version = ssl.TLSVersion.TLSv1
+    peer._tls_context.maximum_version = ssl.TLSVersion.TLSv1_1
+    p = world.postern()
+    submit(p, ["bob@remote.test"])
+    [msg] = peer.wait_messages(1, timeout=20)
+    assert not msg.tls
+    assert peer.connections == 2, peer.connections
+    [rec] = wait_for(lambda: [r for r in status_json(p, "bob@remote.test")
+                              if r["status"] == "delivered"], what="delivered")
+    assert not rec["tls"], rec
+    # with encrypt, the same peer is not good enough
+    p2 = world.postern({"outbound.tls": "encrypt"})
+    submit(p2, ["carol@remote.test"])
+    [m] = wait_for(lambda: [m for m in queue_json(p2)
+                            if m["recipients"][0]["status"] == "deferred"], what="deferred")
+    assert "TLS" in m["recipients"][0]["last_reply"]
+    assert len(peer.messages) == 1
