@@ -36,7 +36,6 @@
 
 #include "lib/util.h"
 
-#define DNS_ROOT_KEY       "/usr/share/dns/root.key"
 #define DNS_MX_PARSE_MAX   64   /* MX records read from one answer */
 #define DNS_CNAME_MAX      16   /* CNAME links followed inside one answer */
 #define DNS_CLASS_IN       1
@@ -487,10 +486,11 @@ static void mx_answer(struct dns_query *q, int rcode, const unsigned char *pkt, 
 	size_t n, nnull = 0;
 	int prcode;
 
-	if (rcode != 0) {
+	if (rcode != 0 || sec == 1) {
+		/* sec 1: bogus (DNSSEC validation failed): never used. */
 		query_fail(q, DNS_TEMPFAIL, "DNS failure looking up MX of %s: %s (rcode %d)%s%s",
-			   q->domain, rcode_name(rcode), rcode, sec == 1 ? ": " : "",
-			   sec_text(sec, why_bogus));
+			   q->domain, sec == 1 ? "DNSSEC validation failed" : rcode_name(rcode),
+			   rcode, sec == 1 ? ": " : "", sec_text(sec, why_bogus));
 		return;
 	}
 	if (dns_packet_parse(pkt, len, DNS_TYPE_MX, rrs, DNS_MX_PARSE_MAX, &n, &prcode,
@@ -561,9 +561,9 @@ static void addr_answer(struct dns_query *q, struct dns_sub *s, int rcode,
 	size_t n;
 	int prcode;
 
-	if (rcode != 0 ||
+	if (rcode != 0 || sec == 1 ||
 	    dns_packet_parse(pkt, len, s->type, rrs, DNS_ADDRS_MAX, &n, &prcode, &error) < 0) {
-		c->tempfail = true;
+		c->tempfail = true;   /* sec 1: a bogus answer is never used */
 		return;
 	}
 	if (prcode == DNS_RCODE_NXDOMAIN) {
@@ -898,7 +898,7 @@ static int forwarder_parse(const char *s, char *out, size_t outsize)
 }
 
 struct dns_resolver *dns_resolver_new(struct event_base *base, const char *forwarder,
-				      const char **error_r)
+				      const char *trust_anchor, const char **error_r)
 {
 	struct dns_resolver *r = calloc(1, sizeof(*r));
 	char fwd[INET6_ADDRSTRLEN + 8];
@@ -945,11 +945,10 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const char *forwa
 		}
 		/* A missing /etc/hosts is no reason not to resolve. */
 		(void)ub_ctx_hosts(r->ctx, NULL);
-		/* Read-only anchor file (add_ta_autr would need to rewrite it). */
-		if (access(DNS_ROOT_KEY, R_OK) == 0 && ub_ctx_add_ta_file(r->ctx, DNS_ROOT_KEY) != 0) {
-			*error_r = "cannot load the DNSSEC root trust anchor " DNS_ROOT_KEY;
-			goto fail;
-		}
+	}
+	if (trust_anchor != NULL && ub_ctx_add_ta_file(r->ctx, trust_anchor) != 0) {
+		*error_r = "cannot load the DNSSEC trust anchor file";
+		goto fail;
 	}
 	return r;
 fail:

@@ -62,10 +62,14 @@ struct event_base;
  * desired, names under test. included; no trust anchor is loaded then, so
  * answers are not validated (secure stays false unless the library says
  * otherwise). NULL: the system's servers from /etc/resolv.conf plus
- * /etc/hosts (both read now), with DNSSEC validation against
- * /usr/share/dns/root.key when that file exists (read at the first lookup,
- * so it must stay readable after privileges are dropped; a resolver that
- * strips signatures makes every answer bogus, reported as DNS_TEMPFAIL).
+ * /etc/hosts (both read now).
+ *
+ * trust_anchor: NULL, or a DNSSEC trust anchor file (e.g.
+ * /usr/share/dns/root.key) for libunbound to validate every answer itself
+ * (read at the first lookup, so it must stay readable after privileges are
+ * dropped). Only for resolvers that pass DNSSEC records on: one that strips
+ * signatures makes every answer bogus, reported as DNS_TEMPFAIL. That is
+ * why validation is opt-in (outbound.dnssec_trust_anchor).
  *
  * One resolver per event loop; not thread-safe. Returns the resolver, or
  * NULL with *error_r (static text) when the forwarder does not parse or
@@ -73,7 +77,7 @@ struct event_base;
  * freeing base.
  */
 struct dns_resolver *dns_resolver_new(struct event_base *base, const char *forwarder,
-				      const char **error_r);
+				      const char *trust_anchor, const char **error_r);
 /* Cancels every lookup in flight WITHOUT calling their callbacks, frees
  * everything and sets *r to NULL. Safe from inside a dns_cb. */
 void dns_resolver_free(struct dns_resolver **r);

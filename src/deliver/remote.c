@@ -1231,7 +1231,7 @@ struct remote *remote_new(struct event_base *base, const struct config *cfg,
 	rm->cfg = cfg;
 	rm->cb = cb;
 	rm->cb_ctx = ctx;
-	rm->dns = dns_resolver_new(base, cfg->resolver, error_r);
+	rm->dns = dns_resolver_new(base, cfg->resolver, cfg->dnssec_trust_anchor, error_r);
 	if (rm->dns == NULL)
 		goto fail;
 	rm->ctx = SSL_CTX_new(TLS_client_method());

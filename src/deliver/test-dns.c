@@ -215,7 +215,7 @@ int main(int argc, char **argv)
 	run.port = (uint16_t)port;
 	if ((run.base = event_base_new()) == NULL)
 		return 1;
-	if ((run.r = dns_resolver_new(run.base, forwarder, &error)) == NULL) {
+	if ((run.r = dns_resolver_new(run.base, forwarder, NULL, &error)) == NULL) {
 		fprintf(stderr, "dns-lookup: %s\n", error);
 		event_base_free(run.base);
 		return 1;
@@ -848,7 +848,7 @@ static void test_host_literals(void **state)
 {
 	struct event_base *base = event_base_new();
 	const char *error = NULL;
-	struct dns_resolver *r = dns_resolver_new(base, DEAD_FORWARDER, &error);
+	struct dns_resolver *r = dns_resolver_new(base, DEAD_FORWARDER, NULL, &error);
 
 	assert_non_null(r);
 	for (size_t i = 0; i < N_ELEMENTS(literal_cases); i++) {
@@ -892,7 +892,7 @@ static void test_mx_bad_names(void **state)
 	};
 	struct event_base *base = event_base_new();
 	const char *error = NULL;
-	struct dns_resolver *r = dns_resolver_new(base, DEAD_FORWARDER, &error);
+	struct dns_resolver *r = dns_resolver_new(base, DEAD_FORWARDER, NULL, &error);
 	char longname[300];
 	struct cb_state st;
 
@@ -927,7 +927,7 @@ static void test_resolver_forwarders(void **state)
 
 	for (size_t i = 0; i < N_ELEMENTS(cases); i++) {
 		const char *error = NULL;
-		struct dns_resolver *r = dns_resolver_new(base, cases[i].fwd, &error);
+		struct dns_resolver *r = dns_resolver_new(base, cases[i].fwd, NULL, &error);
 		CHECK(cases[i].fwd, (r != NULL) == cases[i].ok);
 		CHECK(cases[i].fwd, r != NULL || error != NULL);
 		dns_resolver_free(&r);
@@ -966,7 +966,7 @@ static void test_cancel_and_free(void **state)
 	const char *error = NULL;
 	char fwd[64];
 	evutil_socket_t hole = blackhole(fwd, sizeof(fwd));
-	struct dns_resolver *r = dns_resolver_new(base, fwd, &error);
+	struct dns_resolver *r = dns_resolver_new(base, fwd, NULL, &error);
 	struct cb_state a, b, c;
 	struct timeval tv = { 0, 200 * 1000 };
 	struct event *stop = evtimer_new(base, stop_loop_cb, base);
@@ -1021,7 +1021,7 @@ static void test_free_from_callback(void **state)
 	evutil_socket_t hole = blackhole(fwd, sizeof(fwd));
 
 	memset(&f, 0, sizeof(f));
-	f.r = dns_resolver_new(base, fwd, &error);
+	f.r = dns_resolver_new(base, fwd, NULL, &error);
 	assert_non_null(f.r);
 	assert_non_null(dns_lookup_mx(f.r, "pending.test", 25, record_cb, &f.other, &error));
 	assert_non_null(dns_lookup_host(f.r, "::1", 25, free_resolver_cb, &f, &error));
@@ -1052,7 +1052,7 @@ static void test_timeout(void **state)
 	char fwd[64];
 	evutil_socket_t s = blackhole(fwd, sizeof(fwd));
 
-	r = dns_resolver_new(base, fwd, &error);
+	r = dns_resolver_new(base, fwd, NULL, &error);
 	assert_non_null(r);
 	dns_resolver_set_timeout(r, 300);
 	memset(&st, 0, sizeof(st));

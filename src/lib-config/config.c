@@ -65,6 +65,7 @@ static const struct setting settings[] = {
 	S("smtp.max_auth_failures", SET_UINT, "3", max_auth_failures, 1, 100),
 	S("smtp.bare_lf", SET_BARE_LF, "reject", bare_lf, 0, 0),
 	S("outbound.resolver", SET_ADDRESS, NULL, resolver, 0, 0),
+	S("outbound.dnssec_trust_anchor", SET_PATH, NULL, dnssec_trust_anchor, 0, 0),
 	S("outbound.remote_port", SET_UINT, "25", remote_port, 1, 65535),
 	S("outbound.smarthost", SET_ADDRESS, NULL, smarthost, 0, 0),
 	S("outbound.smarthost_user", SET_STRING, NULL, smarthost_user, 0, 0),

@@ -78,6 +78,7 @@ struct config {
 
 	/* outbound delivery */
 	char *resolver;                 /* "ADDR:PORT" of a DNS server, NULL: the system's */
+	char *dnssec_trust_anchor;      /* libunbound validates itself with it; NULL: off */
 	unsigned remote_port;           /* TCP port of remote MX hosts (25) */
 	char *smarthost;                /* "HOST:PORT": relay everything through it */
 	char *smarthost_user;           /* AUTH PLAIN over TLS with the smarthost */

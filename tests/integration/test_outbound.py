@@ -521,3 +521,27 @@ def test_may_policy_falls_back_to_plaintext_when_the_handshake_fails(world, tmp_
                             if m["recipients"][0]["status"] == "deferred"], what="deferred")
     assert "TLS" in m["recipients"][0]["last_reply"]
     assert len(peer.messages) == 1
+
+
+def test_dnssec_validation_when_a_trust_anchor_is_configured(world, tmp_path):
+    # The test zones are unsigned: with the root's trust anchor, libunbound finds no
+    # signatures where the anchor says there must be some, so every answer is bogus
+    # and delivery is deferred, never sent to an unauthenticated address.
+    anchor = tmp_path / "root.key"
+    anchor.write_text(". IN DS 20326 8 2 "
+                      "E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n")
+    # (not under .test: libunbound treats its RFC 6761 zones as insecure)
+    world.start_dns(["remote.example. MX 10 mx1.remote.example.",
+                     "mx1.remote.example. A 127.0.0.2"])
+    peer = world.peer("127.0.0.2")
+    p = world.postern({"outbound.dnssec_trust_anchor": str(anchor)})
+    submit(p, ["bob@remote.example"])
+    [m] = wait_for(lambda: [m for m in queue_json(p)
+                            if m["recipients"][0]["status"] == "deferred"], timeout=40,
+                   what="deferred")
+    assert "4.4.3" in m["recipients"][0]["last_reply"], m
+    assert peer.connections == 0
+    # without the anchor the same zone is used as the resolver gives it
+    p2 = world.postern()
+    submit(p2, ["bob@remote.example"])
+    peer.wait_messages(1)
