@@ -26,6 +26,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +83,7 @@ struct rjob {
 	uint32_t idx[REMOTE_JOB_RCPTS];
 	unsigned status[REMOTE_JOB_RCPTS];
 	char *reply[REMOTE_JOB_RCPTS];
-	bool final[REMOTE_JOB_RCPTS];
+	bool answered[REMOTE_JOB_RCPTS];   /* this attempt has this recipient's answer */
 
 	struct spool_envelope *env;
 	int fd;
@@ -93,6 +95,8 @@ struct rjob {
 	size_t host_i, addr_i;
 	bool plaintext_retry;           /* may: the TLS handshake with this address failed */
 	bool started;                   /* MAIL FROM was sent: no other host this time */
+	bool reused;                    /* on a connection kept from an earlier job */
+	bool mail_replied;              /* the peer answered MAIL FROM */
 	char error[REMOTE_REPLY_MAX];   /* the last connection-level failure */
 	bool error_perm;
 	struct rconn *conn;
@@ -122,6 +126,7 @@ struct rconn {
 
 	/* transaction */
 	enum rcmd cmds[REMOTE_JOB_RCPTS + 2];
+	bool rcpt_ok[REMOTE_JOB_RCPTS];  /* accepted at RCPT in this transaction */
 	unsigned ncmds, sent, answered, accepted;
 	bool mail_failed;
 	bool txn_open;                  /* the peer took MAIL and no end or RSET since */
@@ -129,6 +134,7 @@ struct rconn {
 	bool at_bol;                    /* the converted body is at the start of a line */
 	bool last_lf;
 	unsigned bdat_outstanding;
+	size_t unsent_seen;             /* bytes not yet taken by the peer, at the last read timeout */
 	bool bdat_last_sent, bdat_failed;
 	char bdat_error[REMOTE_REPLY_MAX];
 };
@@ -149,6 +155,7 @@ struct remote {
 
 static void rjob_next_address(struct rjob *job);
 static void rconn_free(struct rconn *c);
+static void rconn_set_timeouts(struct rconn *c);
 static void rconn_start_txn(struct rconn *c);
 
 /* ---- jobs ---- */
@@ -174,23 +181,22 @@ static void rjob_free(struct rjob *job)
 	free(job);
 }
 
+/* Recipient k's answer for this attempt; the first one counts. */
 static void rjob_set(struct rjob *job, unsigned k, enum ipc_dlv_status status, const char *reply)
 {
-	if (job->final[k])
+	if (job->answered[k])
 		return;
 	job->status[k] = status;
 	free(job->reply[k]);
 	job->reply[k] = strdup(reply);
-	job->final[k] = status != IPC_DLV_TEMPFAIL;
+	job->answered[k] = true;
 }
 
-/* Every recipient still open gets status/reply. */
+/* Every recipient without an answer yet gets status/reply. */
 static void rjob_set_all(struct rjob *job, enum ipc_dlv_status status, const char *reply)
 {
-	for (unsigned k = 0; k < job->n; k++) {
-		if (!job->final[k])
-			rjob_set(job, k, status, reply);
-	}
+	for (unsigned k = 0; k < job->n; k++)
+		rjob_set(job, k, status, reply);
 }
 
 static void rjob_finish(struct rjob *job)
@@ -301,12 +307,13 @@ static void rconn_free(struct rconn *c)
 		c->job->conn = NULL;
 	c->job = NULL;
 	if (c->busy > 0) {
+		/* Closed (and waiting jobs woken) when the callback returns. */
 		if (c->bev != NULL)
 			bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 		event_del(c->idle_ev);
-	} else {
-		rconn_destroy(c);
+		return;
 	}
+	rconn_destroy(c);
 	if (rm->parked != NULL)
 		remote_unpark(rm);
 }
@@ -320,7 +327,10 @@ static void rconn_enter(struct rconn *c)
 static bool rconn_leave(struct rconn *c)
 {
 	if (--c->busy == 0 && c->dead) {
+		struct remote *rm = c->rm;
 		rconn_destroy(c);
+		if (rm->parked != NULL)
+			remote_unpark(rm);
 		return false;
 	}
 	return !c->dead;
@@ -329,25 +339,45 @@ static bool rconn_leave(struct rconn *c)
 /* The connection failed or was refused before the transaction started:
  * the job tries its next address; after a transaction started, the job
  * is answered. */
+static void rjob_lookup(struct rjob *job);
+
+/* The connection failed or was refused before the transaction started:
+ * the job tries its next address (or, under `may` after a failed TLS
+ * handshake, the same one in plaintext). After MAIL FROM the job is
+ * answered, except on a kept connection that the peer had dropped: that
+ * attempt starts afresh. c is unlinked first so that it no longer counts
+ * against the per-IP limit. */
 static void rconn_abort(struct rconn *c)
 {
 	struct rjob *job = c->job;
-	c->job = NULL;
-	if (job != NULL) {
-		job->conn = NULL;
-		if (job->started) {
-			rjob_fail(job);
-		} else {
-			if (c->tls_failed && job->tls == IPC_TLS_MAY && !c->no_tls) {
-				job->plaintext_retry = true;   /* same address, no STARTTLS */
-			} else {
-				job->plaintext_retry = false;
-				job->addr_i++;
-			}
-			rjob_next_address(job);
-		}
-	}
+	bool tls_failed = c->tls_failed, no_tls = c->no_tls;
 	rconn_free(c);
+	if (job == NULL)
+		return;
+	if (job->started) {
+		if (job->reused && !job->mail_replied) {
+			log_info("id=%s kept connection to %s lost; connecting afresh", job->id,
+				 job->remote_host);
+			job->started = false;
+			job->reused = false;
+			job->error[0] = '\0';
+			job->tls_desc[0] = '\0';
+			rjob_lookup(job);
+			return;
+		}
+		rjob_fail(job);
+		return;
+	}
+	if (tls_failed && job->tls == IPC_TLS_MAY && !no_tls) {
+		job->plaintext_retry = true;   /* same address, no STARTTLS */
+	} else {
+		job->plaintext_retry = false;
+		job->addr_i++;
+	}
+	if (job->dns == NULL)
+		rjob_lookup(job);
+	else
+		rjob_next_address(job);
 }
 
 static void rconn_idle_cb(evutil_socket_t fd, short what, void *arg)
@@ -391,18 +421,27 @@ static void rconn_job_done(struct rconn *c)
 		rconn_send(c, "RSET\r\n");
 		return;
 	}
-	/* A job waiting for this very key takes the connection at once. */
-	for (struct rjob *j = rm->jobs; j != NULL; j = j->next) {
-		if (j->conn == NULL && j->dq == NULL && strcmp(j->key, c->key) == 0 &&
-		    !j->started && j->dns != NULL) {
-			c->job = j;
-			j->conn = c;
-			snprintf(j->remote_host, sizeof(j->remote_host), "%s[%s]", c->host, c->ip);
-			if (c->tls_active)
-				tls_describe(c->ssl, j->tls_desc, sizeof(j->tls_desc));
-			rconn_start_txn(c);
-			return;
-		}
+	/* A job waiting for a connection slot with this very key takes the
+	 * connection at once; one waiting for another key gets the slot. */
+	for (struct rjob **p = &rm->parked; *p != NULL; p = &(*p)->next) {
+		struct rjob *j = *p;
+		if (strcmp(j->key, c->key) != 0)
+			continue;
+		*p = j->next;
+		j->next = rm->jobs;
+		rm->jobs = j;
+		c->job = j;
+		j->conn = c;
+		j->reused = true;
+		snprintf(j->remote_host, sizeof(j->remote_host), "%s[%s]", c->host, c->ip);
+		if (c->tls_active)
+			tls_describe(c->ssl, j->tls_desc, sizeof(j->tls_desc));
+		rconn_start_txn(c);
+		return;
+	}
+	if (rm->parked != NULL) {
+		rconn_free(c);
+		return;
 	}
 	c->state = RC_IDLE;
 	rm->nidle++;
@@ -425,6 +464,16 @@ static enum ipc_dlv_status reply_status(const struct smtp_reply *r)
 static void reply_text(const struct smtp_reply *r, char *out, size_t size)
 {
 	smtp_reply_oneline(r, out, size);
+}
+
+/* The reply to the end of data (or to DATA itself) answers for the
+ * recipients the peer accepted at RCPT, and only for them. */
+static void rconn_set_accepted(struct rconn *c, const struct smtp_reply *r, const char *text)
+{
+	for (unsigned k = 0; k < c->job->n; k++) {
+		if (c->rcpt_ok[k])
+			rjob_set(c->job, k, reply_status(r), text);
+	}
 }
 
 static void rconn_send_next_cmd(struct rconn *c)
@@ -510,14 +559,17 @@ static void rconn_start_txn(struct rconn *c)
 	if (!c->caps.chunking)
 		c->cmds[c->ncmds++] = CMD_DATA;
 	c->sent = c->answered = c->accepted = 0;
+	memset(c->rcpt_ok, 0, sizeof(c->rcpt_ok));
 	c->mail_failed = false;
 	c->body_pos = 0;
+	c->unsent_seen = 0;
 	c->at_bol = true;
 	c->last_lf = true;
 	c->bdat_outstanding = 0;
 	c->bdat_last_sent = c->bdat_failed = false;
 	c->state = RC_TXN;
 	event_del(c->idle_ev);
+	rconn_set_timeouts(c);
 	rconn_send_next_cmd(c);
 }
 
@@ -551,6 +603,16 @@ static size_t rconn_body_piece(struct rconn *c, struct evbuffer *out, bool stuff
 	return n;
 }
 
+/* While the body goes out nothing is read, so only writes are timed;
+ * waiting for the answer to the end of data gets twice the command
+ * timeout (RFC 5321 4.5.3.2.6: 10 minutes with the default 300 s). */
+static void rconn_body_timeouts(struct rconn *c, bool waiting_reply)
+{
+	unsigned t = c->rm->cfg->out_command_timeout;
+	struct timeval w = { (time_t)t, 0 }, r = { (time_t)t * 2, 0 };
+	bufferevent_set_timeouts(c->bev, waiting_reply ? &r : NULL, &w);
+}
+
 static void rconn_fill_body(struct rconn *c)
 {
 	struct rjob *job = c->job;
@@ -567,11 +629,13 @@ static void rconn_fill_body(struct rconn *c)
 			if (n == 0) {
 				evbuffer_add_printf(out, "%s.\r\n", c->last_lf ? "" : "\r\n");
 				c->state = RC_DOT;
+				rconn_body_timeouts(c, true);
 				return;
 			}
 		}
 	} else if (c->state == RC_BDAT) {
-		while (evbuffer_get_length(out) < REMOTE_OUT_HIGH && !c->bdat_last_sent) {
+		while (evbuffer_get_length(out) < REMOTE_OUT_HIGH && !c->bdat_last_sent &&
+		       !c->bdat_failed && (c->caps.pipelining || c->bdat_outstanding == 0)) {
 			struct evbuffer *chunk = evbuffer_new();
 			size_t n = chunk != NULL ? rconn_body_piece(c, chunk, false) : (size_t)-1;
 			if (n == (size_t)-1) {
@@ -596,6 +660,7 @@ static void rconn_fill_body(struct rconn *c)
 				c->state = RC_DOT;
 			}
 		}
+		rconn_body_timeouts(c, c->bdat_last_sent || !c->caps.pipelining);
 	}
 }
 
@@ -615,8 +680,17 @@ static void rconn_txn_reply(struct rconn *c, const struct smtp_reply *r)
 	struct rjob *job = c->job;
 	char text[REMOTE_REPLY_MAX];
 	reply_text(r, text, sizeof(text));
+	if (c->answered >= c->sent) {
+		/* A reply to nothing we sent: the peer is confused. */
+		rjob_error(job, false, "4.5.0 %s[%s] sent an unexpected reply: %s", c->host, c->ip,
+			   text);
+		c->broken = true;
+		rconn_abort(c);
+		return;
+	}
 	enum rcmd cmd = c->cmds[c->answered++];
 	if (cmd == CMD_MAIL) {
+		job->mail_replied = true;
 		c->txn_open = reply_ok(r);
 		if (!reply_ok(r)) {
 			c->mail_failed = true;
@@ -628,6 +702,7 @@ static void rconn_txn_reply(struct rconn *c, const struct smtp_reply *r)
 			/* Pipelined after a refused MAIL: nothing to learn. */
 		} else if (reply_ok(r)) {
 			c->accepted++;
+			c->rcpt_ok[k] = true;
 		} else {
 			rjob_set(job, k, reply_status(r), text);
 		}
@@ -642,11 +717,12 @@ static void rconn_txn_reply(struct rconn *c, const struct smtp_reply *r)
 				return;
 			}
 			c->state = RC_BODY;
+			rconn_body_timeouts(c, false);
 			rconn_fill_body(c);
 			return;
 		}
 		if (!c->mail_failed && c->accepted > 0)
-			rjob_set_all(job, reply_status(r), text);
+			rconn_set_accepted(c, r, text);
 		rconn_job_done(c);
 		return;
 	}
@@ -666,21 +742,40 @@ static void rconn_dot_reply(struct rconn *c, const struct smtp_reply *r)
 {
 	struct rjob *job = c->job;
 	char text[REMOTE_REPLY_MAX];
-	c->txn_open = false;
 	reply_text(r, text, sizeof(text));
-	if (c->caps.chunking && c->bdat_outstanding > 0) {
+	if (c->caps.chunking) {
+		if (c->bdat_outstanding == 0) {
+			rjob_error(job, false, "4.5.0 %s[%s] sent an unexpected reply: %s", c->host,
+				   c->ip, text);
+			c->broken = true;
+			rconn_abort(c);
+			return;
+		}
 		c->bdat_outstanding--;
-		if (!reply_ok(r) && !c->bdat_failed) {
+		if (!reply_ok(r)) {
+			/* RFC 3030: no more chunks after a refused one; what
+			 * the peer holds now is unclear, so the connection goes. */
+			if (!c->bdat_failed)
+				rconn_set_accepted(c, r, text);
 			c->bdat_failed = true;
-			rjob_set_all(job, reply_status(r), text);
+			c->broken = true;
 		}
 		if (c->bdat_outstanding > 0)
 			return;
+		if (!c->bdat_failed && !c->bdat_last_sent) {
+			/* Without PIPELINING: one chunk at a time. */
+			rconn_fill_body(c);
+			return;
+		}
+		c->txn_open = false;
 		if (!c->bdat_failed)
-			rjob_set_all(job, reply_status(r), text);
-	} else if (c->accepted > 0) {
-		rjob_set_all(job, reply_status(r), text);
+			rconn_set_accepted(c, r, text);
+		rconn_job_done(c);
+		return;
 	}
+	c->txn_open = false;
+	if (c->accepted > 0)
+		rconn_set_accepted(c, r, text);
 	rconn_job_done(c);
 }
 
@@ -736,6 +831,7 @@ static void rconn_ehlo_done(struct rconn *c)
 		c->state = RC_AUTH;
 		rconn_send(c, "AUTH PLAIN %s\r\n", b64);
 		OPENSSL_cleanse(raw, ulen + plen + 2);
+		OPENSSL_cleanse(b64, strlen((char *)b64));
 		free(raw);
 		free(b64);
 		return;
@@ -839,6 +935,17 @@ static bool rconn_reply(struct rconn *c, const struct smtp_reply *r)
 		rconn_ehlo_done(c);
 		break;
 	case RC_STARTTLS:
+		if (r->code == 220 &&
+		    (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || c->parser.line_len > 0)) {
+			/* Bytes after the 220 in plaintext: an injection attempt
+			 * (or a broken peer); they must never reach TLS. */
+			rjob_error(job, false, "4.7.0 %s[%s] sent data after its STARTTLS reply",
+				   c->host, c->ip);
+			c->tls_failed = true;
+			c->broken = true;
+			rconn_abort(c);
+			return false;
+		}
 		if (r->code == 220) {
 			rconn_start_tls(c);
 			return false; /* the parser restarts with the TLS layer */
@@ -870,6 +977,23 @@ static bool rconn_reply(struct rconn *c, const struct smtp_reply *r)
 	case RC_BDAT:
 		rconn_dot_reply(c, r);
 		break;
+	case RC_BODY:
+		/* An answer before the end of the data: the peer gave up on
+		 * the message (a 2xx this early is no acceptance). */
+		reply_text(r, text, sizeof(text));
+		if (reply_ok(r)) {
+			char why[REMOTE_REPLY_MAX + 64];
+			snprintf(why, sizeof(why), "4.5.0 answer before the end of the data: %s", text);
+			for (unsigned k = 0; k < job->n; k++) {
+				if (c->rcpt_ok[k])
+					rjob_set(job, k, IPC_DLV_TEMPFAIL, why);
+			}
+		} else {
+			rconn_set_accepted(c, r, text);
+		}
+		c->broken = true;
+		rconn_job_done(c);
+		return false;
 	case RC_RSET:
 		c->txn_open = false;
 		if (!reply_ok(r))
@@ -878,9 +1002,15 @@ static bool rconn_reply(struct rconn *c, const struct smtp_reply *r)
 		break;
 	case RC_IDLE:
 	case RC_QUIT:
-	default:
 		/* A 421 on an idle connection, or the 221: done with it. */
 		rconn_free(c);
+		return false;
+	default:
+		reply_text(r, text, sizeof(text));
+		rjob_error(job, false, "4.5.0 %s[%s] sent an unexpected reply: %s", c->host, c->ip,
+			   text);
+		c->broken = true;
+		rconn_abort(c);
 		return false;
 	}
 	return !c->dead;
@@ -979,6 +1109,20 @@ static void rconn_event(struct rconn *c, short what)
 				   err);
 		c->tls_failed = true;
 	} else if (what & BEV_EVENT_TIMEOUT) {
+		/* After the end of the data, bytes still in the kernel's send
+		 * queue that keep draining mean a slow reader, not a dead one. */
+		int outq = 0;
+		evutil_socket_t fd = bufferevent_getfd(c->bev);
+		if ((what & BEV_EVENT_READING) && (c->state == RC_DOT || c->state == RC_BDAT) &&
+		    fd >= 0 && ioctl(fd, SIOCOUTQ, &outq) == 0) {
+			size_t unsent = (size_t)(outq > 0 ? outq : 0) +
+					evbuffer_get_length(bufferevent_get_output(c->bev));
+			if (unsent > 0 && (c->unsent_seen == 0 || unsent < c->unsent_seen)) {
+				c->unsent_seen = unsent;
+				bufferevent_enable(c->bev, EV_READ);
+				return;
+			}
+		}
 		rjob_error(job, false, "4.4.2 %s[%s]: timeout %s", c->host, c->ip,
 			   c->state == RC_CONNECTING ? "while connecting" :
 			   c->state == RC_BANNER ? "waiting for the greeting" : "waiting for a reply");
@@ -1058,6 +1202,7 @@ static void rjob_next_address(struct rjob *job)
 		if (remote_conns_to(rm, ip) >= rm->cfg->concurrency_per_ip) {
 			/* At the cap: look further, or wait if all are. */
 			job->addr_i++;
+			job->plaintext_retry = false;
 			continue;
 		}
 		all_busy = false;
@@ -1114,6 +1259,37 @@ static void rjob_dns_cb(const struct dns_result *res, void *ctx)
 	}
 	memcpy(job->dns, res, sizeof(*res));
 	rjob_next_address(job);
+}
+
+/* Finds the route's addresses (smarthost or MX); the job goes on in
+ * rjob_dns_cb(). */
+static void rjob_lookup(struct rjob *job)
+{
+	struct remote *rm = job->rm;
+	const char *error;
+	free(job->dns);
+	job->dns = NULL;
+	job->host_i = job->addr_i = 0;
+	job->plaintext_retry = false;
+	if (job->route != NULL) {
+		char host[256], port[8];
+		uint64_t p = 0;
+		if (config_split_address(job->route, host, sizeof(host), port, sizeof(port)) < 0 ||
+		    str_to_u64(port, &p) < 0) {
+			rjob_error(job, false, "4.3.5 bad smarthost %s", job->route);
+			rjob_fail(job);
+			return;
+		}
+		job->dq = dns_lookup_host(rm->dns, host, (uint16_t)p, rjob_dns_cb, job, &error);
+	} else {
+		job->dq = dns_lookup_mx(rm->dns, job->domain, (uint16_t)rm->cfg->remote_port,
+					rjob_dns_cb, job, &error);
+	}
+	if (job->dq == NULL) {
+		rjob_error(job, true, "5.1.2 bad destination %s: %s",
+			   job->route != NULL ? job->route : job->domain, error);
+		rjob_fail(job);
+	}
 }
 
 /* ---- the job from the queue ---- */
@@ -1176,36 +1352,19 @@ void remote_job(struct remote *rm, uint64_t reqid, struct ipc_reader *r)
 	for (struct rconn *c = rm->conns; c != NULL; c = c->next) {
 		if (c->state == RC_IDLE && c->job == NULL && strcmp(c->key, job->key) == 0) {
 			rm->nidle--;
+			event_del(c->idle_ev);
 			c->job = job;
 			job->conn = c;
+			job->reused = true;   /* no DNS now; a lookup if this fails early */
 			snprintf(job->remote_host, sizeof(job->remote_host), "%s[%s]", c->host, c->ip);
 			if (c->tls_active)
 				tls_describe(c->ssl, job->tls_desc, sizeof(job->tls_desc));
-			/* No DNS needed; keep a result so a retry can fall back. */
 			rconn_start_txn(c);
 			return;
 		}
 	}
 
-	if (route != NULL) {
-		char host[256], port[8];
-		uint64_t p = 0;
-		if (config_split_address(route, host, sizeof(host), port, sizeof(port)) < 0 ||
-		    str_to_u64(port, &p) < 0) {
-			rjob_error(job, false, "4.3.5 bad smarthost %s", route);
-			rjob_fail(job);
-			return;
-		}
-		job->dq = dns_lookup_host(rm->dns, host, (uint16_t)p, rjob_dns_cb, job, &error);
-	} else {
-		job->dq = dns_lookup_mx(rm->dns, domain, (uint16_t)rm->cfg->remote_port, rjob_dns_cb,
-					job, &error);
-	}
-	if (job->dq == NULL) {
-		rjob_error(job, true, "5.1.2 bad destination %s: %s",
-			   route != NULL ? route : domain, error);
-		rjob_fail(job);
-	}
+	rjob_lookup(job);
 }
 
 /* ---- setup ---- */

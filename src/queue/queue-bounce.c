@@ -64,8 +64,10 @@ static void queue_status_code(const char *reply, const char *fallback, char *out
 	}
 }
 
-/* Writes a notice to rcpt into the spool (durably) and queues it. */
-static void queue_inject(struct queue *q, const char *rcpt, const struct buf *msg)
+/* Writes a notice to rcpt into the spool (durably) and queues it. 0 (also
+ * when rcpt is a local address that no longer exists: nobody to tell), or
+ * -1 when it could not be written. */
+static int queue_inject(struct queue *q, const char *rcpt, const struct buf *msg)
 {
 	struct spool_envelope *env = calloc(1, sizeof(*env));
 	struct account_targets t = { 0 };
@@ -80,7 +82,7 @@ static void queue_inject(struct queue *q, const char *rcpt, const struct buf *ms
 	if (res == ACCOUNT_RESOLVE_NO_SUCH_USER) {
 		log_warn("notice to <%s> dropped: no such local user", rcpt);
 		spool_envelope_free(&env);
-		return;
+		return 0;
 	}
 	size_t n = res == ACCOUNT_RESOLVE_OK ? t.count : 1;
 	env->rcpts = calloc(n, sizeof(*env->rcpts));
@@ -123,7 +125,7 @@ static void queue_inject(struct queue *q, const char *rcpt, const struct buf *ms
 			  env->id);
 		spool_envelope_free(&env);
 		account_targets_free(&t);
-		return;
+		return 0;
 	}
 	m->committed = true;
 	m->size = size;
@@ -133,24 +135,27 @@ static void queue_inject(struct queue *q, const char *rcpt, const struct buf *ms
 	log_info("id=%s notice to <%s> queued", m->id, rcpt);
 	queue_make_ready(q, m);
 	account_targets_free(&t);
-	return;
+	return 0;
 fail:
 	log_error("notice to <%s> not queued: %s", rcpt, error);
 	spool_envelope_free(&env);
 	account_targets_free(&t);
+	return -1;
 }
 
-void queue_bounce(struct queue *q, struct queue_msg *m, bool final)
+int queue_bounce(struct queue *q, struct queue_msg *m, bool final)
 {
 	const struct spool_envelope *env = m->env;
 	if (env->sender == NULL || env->sender[0] == '\0')
-		return;
+		return 0;
+	int ret = -1;
 	struct dsn_rcpt *rr = calloc(env->nrcpts, sizeof(*rr));
 	char (*codes)[16] = calloc(env->nrcpts, sizeof(*codes));
 	char (*hosts)[256] = calloc(env->nrcpts, sizeof(*hosts));
 	size_t n = 0;
+	size_t *which = calloc(env->nrcpts, sizeof(*which));
 	time_t now = time(NULL);
-	if (rr == NULL || codes == NULL || hosts == NULL)
+	if (rr == NULL || codes == NULL || hosts == NULL || which == NULL)
 		goto out;
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &m->rcpts[i];
@@ -191,12 +196,12 @@ void queue_bounce(struct queue *q, struct queue_msg *m, bool final)
 			d->remote_mta = hosts[n];
 		}
 		d->last_attempt = r->attempts > 0 || r->state != RCPT_PENDING ? (int64_t)now : 0;
-		n++;
-		if (final)
-			m->rcpts[i].reported = true;
+		which[n++] = i;
 	}
-	if (n == 0)
+	if (n == 0) {
+		ret = 0;
 		goto out;
+	}
 
 	int fd;
 	off_t off;
@@ -233,14 +238,21 @@ void queue_bounce(struct queue *q, struct queue_msg *m, bool final)
 	};
 	struct buf out;
 	buf_init(&out, DSN_FULL_MAX + 1024 * 1024);
-	if (dsn_build(&rep, &out) < 0)
+	if (dsn_build(&rep, &out) < 0) {
+		/* Not retryable: the report itself is invalid. */
 		log_error("id=%s notice not built", m->id);
-	else
-		queue_inject(q, env->sender, &out);
+		ret = 0;
+	} else {
+		ret = queue_inject(q, env->sender, &out);
+	}
+	for (size_t k = 0; ret == 0 && final && k < n; k++)
+		m->rcpts[which[k]].reported = true;
 	buf_free(&out);
 	free(orig);
 out:
 	free(rr);
 	free(codes);
 	free(hosts);
+	free(which);
+	return ret;
 }

@@ -66,6 +66,8 @@ struct queue_msg {
 	bool held;
 	bool deleted;                   /* the operator removed it; results are dropped */
 	bool delay_notified;
+	bool bounce_pending;            /* final, but its notice could not be written yet */
+	time_t bounce_retry_at;
 	unsigned jobs;                  /* remote jobs queued or in flight */
 	struct queue_rcpt *rcpts;
 };
@@ -75,6 +77,7 @@ struct queue_job {
 	struct queue_msg *m;
 	struct queue_dest *dest;
 	uint64_t reqid;
+	time_t sent_at;                 /* handed to the deliverer */
 	unsigned n;
 	uint32_t idx[QUEUE_JOB_RCPTS];
 };
@@ -178,11 +181,16 @@ void queue_remote_reset(struct queue *q);
 void queue_remote_unschedule(struct queue *q, struct queue_msg *m);
 void queue_admin(struct queue *q, struct ipc_conn *conn, uint64_t reqid, struct ipc_reader *r);
 void queue_remote_free(struct queue *q);
+/* Once a second: jobs without a result for far too long are given up
+ * (their recipients deferred), idle destination records are dropped. */
+void queue_remote_tick(struct queue *q, time_t now);
 
 /* queue-bounce.c */
 /* Sends the notices m's recipients ask for: failures (and successes with
  * NOTIFY=SUCCESS) when final is true, else a delay notice. Never to the
- * null sender. */
-void queue_bounce(struct queue *q, struct queue_msg *m, bool final);
+ * null sender. 0 when the notice is durably queued (or none was due), -1
+ * when it could not be written (recipients are marked reported only on
+ * success, so a later call tries again). */
+int queue_bounce(struct queue *q, struct queue_msg *m, bool final);
 
 #endif

@@ -240,6 +240,7 @@ void queue_pump(struct queue *q)
 				d->tail = prev;
 			j->next = q->running;
 			q->running = j;
+			j->sent_at = time(NULL);
 			d->inflight++;
 			if (d->rate > 0) {
 				uint64_t base = d->next_send_ms > now ? d->next_send_ms : now;
@@ -299,7 +300,7 @@ void queue_remote_result(struct queue *q, uint64_t reqid, struct ipc_reader *r)
 		unsigned slot = 0;
 		while (slot < j->n && j->idx[slot] != idx)
 			slot++;
-		if (r->error || slot == j->n || done[slot])
+		if (r->error || slot == j->n || done[slot] || m->rcpts[idx].state != RCPT_INFLIGHT)
 			continue;
 		done[slot] = true;
 		if (m->deleted) {
@@ -315,7 +316,7 @@ void queue_remote_result(struct queue *q, uint64_t reqid, struct ipc_reader *r)
 			queue_rcpt_defer(q, m, idx, reply, cfg->retry_min, cfg->retry_max);
 	}
 	for (unsigned slot = 0; slot < j->n; slot++) {
-		if (done[slot])
+		if (done[slot] || m->rcpts[j->idx[slot]].state != RCPT_INFLIGHT)
 			continue;
 		if (m->deleted)
 			m->rcpts[j->idx[slot]].state = RCPT_FAILED;
@@ -333,17 +334,75 @@ void queue_remote_reset(struct queue *q)
 {
 	while (q->running != NULL) {
 		struct queue_job *j = q->running;
+		struct queue_msg *m = j->m;
 		q->running = j->next;
 		for (unsigned k = 0; k < j->n; k++) {
-			struct queue_rcpt *r = &j->m->rcpts[j->idx[k]];
+			struct queue_rcpt *r = &m->rcpts[j->idx[k]];
 			if (r->state == RCPT_INFLIGHT) {
-				r->state = RCPT_PENDING;
+				r->state = m->deleted ? RCPT_FAILED : RCPT_PENDING;
 				r->next_attempt = 0;
 			}
 		}
 		j->dest->inflight--;
-		j->m->jobs--;
+		m->jobs--;
 		free(j);
+		queue_msg_check_done(q, m);
+	}
+}
+
+void queue_remote_tick(struct queue *q, time_t now)
+{
+	const struct config *cfg = q->cfg;
+	/* Far beyond every timeout of one attempt: DNS, a connect and a
+	 * handshake per address, each command, the data. */
+	time_t limit = (time_t)(4 * cfg->out_command_timeout + 8 * cfg->connect_timeout + 600);
+	struct queue_job **p = &q->running;
+	while (*p != NULL) {
+		struct queue_job *j = *p;
+		if (now - j->sent_at < limit) {
+			p = &j->next;
+			continue;
+		}
+		*p = j->next;
+		struct queue_msg *m = j->m;
+		log_error("id=%s no result from the deliverer after %lds; deferring", m->id,
+			  (long)(now - j->sent_at));
+		for (unsigned k = 0; k < j->n; k++) {
+			if (m->rcpts[j->idx[k]].state != RCPT_INFLIGHT)
+				continue;
+			if (m->deleted)
+				m->rcpts[j->idx[k]].state = RCPT_FAILED;
+			else
+				queue_rcpt_defer(q, m, j->idx[k], "4.4.7 no result from the deliverer",
+						 cfg->retry_min, cfg->retry_max);
+		}
+		j->dest->inflight--;
+		m->jobs--;
+		free(j);
+		queue_msg_check_done(q, m);
+	}
+	/* Destinations and senders with nothing going on are forgotten after
+	 * their rate spacing has passed (bounded memory). */
+	uint64_t now_ms = queue_now_ms();
+	for (unsigned h = 0; h < QUEUE_DEST_HASH; h++) {
+		for (struct queue_dest **dp = &q->dests[h]; *dp != NULL;) {
+			struct queue_dest *d = *dp;
+			if (d->inflight == 0 && d->head == NULL && !d->active && now_ms >= d->next_send_ms) {
+				*dp = d->hash_next;
+				free(d);
+			} else {
+				dp = &d->hash_next;
+			}
+		}
+		for (struct queue_sender **sp = &q->senders[h]; *sp != NULL;) {
+			struct queue_sender *snd = *sp;
+			if (now_ms >= snd->next_send_ms) {
+				*sp = snd->next;
+				free(snd);
+			} else {
+				sp = &snd->next;
+			}
+		}
 	}
 }
 

@@ -300,8 +300,14 @@ bool queue_msg_check_done(struct queue *q, struct queue_msg *m)
 		if (m->rcpts[i].state != RCPT_DONE && m->rcpts[i].state != RCPT_FAILED)
 			return false;
 	}
-	if (!m->deleted)
-		queue_bounce(q, m, true);
+	if (!m->deleted && queue_bounce(q, m, true) < 0) {
+		/* The notice is not on disk: keep the original (and its
+		 * final states) and try again in a minute. */
+		m->bounce_pending = true;
+		m->bounce_retry_at = time(NULL) + 60;
+		return false;
+	}
+	m->bounce_pending = false;
 	spool_remove(q->cfg->spool_dir, m->id);
 	struct qstatus *qs = queue_status(q);
 	if (qs != NULL)
@@ -408,6 +414,12 @@ static void queue_timer_cb(evutil_socket_t fd, short what, void *arg)
 		struct queue_msg *m = q->by_id[h];
 		while (m != NULL) {
 			struct queue_msg *next = m->id_next;
+			if (m->bounce_pending) {
+				if (now >= m->bounce_retry_at)
+					queue_msg_check_done(q, m);
+				m = next;
+				continue;
+			}
 			if (!m->committed || m->held || m->deleted) {
 				m = next;
 				continue;
@@ -436,6 +448,7 @@ static void queue_timer_cb(evutil_socket_t fd, short what, void *arg)
 			m = next;
 		}
 	}
+	queue_remote_tick(q, now);
 	if (q->status != NULL && cfg->status_retention > 0 && now - q->last_purge >= 3600) {
 		q->last_purge = now;
 		struct qstatus *qs = queue_status(q);
@@ -684,7 +697,7 @@ static void queue_peer_close_cb(struct ipc_conn *conn, void *ctx)
 	if (peer == NULL)
 		return;
 	*p = peer->next;
-	if (peer->deliverer) {
+	if (peer->deliverer && q->deliverer == conn) {
 		q->deliverer = NULL;
 		/* What was in flight is asked again of the next deliverer; the
 		 * deliverer checks the Maildir first, so no copy is made twice.
@@ -694,7 +707,9 @@ static void queue_peer_close_cb(struct ipc_conn *conn, void *ctx)
 		for (unsigned h = 0; h < QUEUE_HASH_SIZE; h++) {
 			for (struct queue_msg *m = q->by_id[h]; m != NULL; m = m->id_next) {
 				for (size_t i = 0; m->env != NULL && i < m->env->nrcpts; i++) {
-					if (m->rcpts[i].state == RCPT_INFLIGHT) {
+					/* Remote ones in waiting jobs stay as they are. */
+					if (m->rcpts[i].state == RCPT_INFLIGHT &&
+					    m->env->rcpts[i].mailbox != NULL) {
 						m->rcpts[i].state = RCPT_PENDING;
 						m->recovered = true;
 					}
@@ -838,7 +853,10 @@ static void queue_recover_cb(const char *id, void *ctx)
 				r->final = (unsigned char)states[i];
 				/* A crash between the last result and the spool
 				 * removal: the notice may not have gone out. */
-			} else if (states[i] == QS_DEFERRED) {
+			} else if (states[i] == QS_DEFERRED && env->rcpts[i].mailbox == NULL) {
+				/* Remote: the schedule survives the restart. Local
+				 * ones are retried at once: a restart usually follows
+				 * the fix (disk space, permissions). */
 				r->next_attempt = (time_t)next[i];
 			}
 		}

@@ -12,7 +12,7 @@ from remote_mx import RemoteMX, free_mx_port, make_test_ca
 
 ALICE = "alice@example.test"
 
-FAST = {
+FAST = {  # short timeouts and retries for tests
     "queue.retry_min": "1",
     "queue.retry_max": "2",
     "outbound.command_timeout": "3",
