@@ -474,6 +474,36 @@ int qstatus_retry(struct qstatus *qs, const char *id)
 	return sqlite3_changes(qs->db);
 }
 
+int qstatus_rcpt_texts(struct qstatus *qs, const char *id, unsigned idx, char **last_reply_r,
+		       char **remote_host_r)
+{
+	sqlite3_stmt *st = NULL;
+	int ret = -1;
+	*last_reply_r = NULL;
+	*remote_host_r = NULL;
+	if (sqlite3_prepare_v2(qs->db, "SELECT last_reply, remote_host FROM recipients "
+				       "WHERE id = ?1 AND idx = ?2", -1, &st, NULL) != SQLITE_OK) {
+		qs_sql_error(qs, "reading a recipient");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)idx);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *a = (const char *)sqlite3_column_text(st, 0);
+		const char *b = (const char *)sqlite3_column_text(st, 1);
+		*last_reply_r = a != NULL ? strdup(a) : NULL;
+		*remote_host_r = b != NULL ? strdup(b) : NULL;
+		ret = 1;
+	} else if (rc == SQLITE_DONE) {
+		ret = 0;
+	} else {
+		qs_sql_error(qs, "reading a recipient");
+	}
+	sqlite3_finalize(st);
+	return ret;
+}
+
 int qstatus_unfinished(struct qstatus *qs, void (*cb)(const char *id, void *ctx), void *ctx)
 {
 	sqlite3_stmt *st = NULL;

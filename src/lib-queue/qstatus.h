@@ -111,6 +111,11 @@ int qstatus_load(struct qstatus *qs, const char *id, size_t n, enum qstatus_stat
 		 unsigned *attempts, int64_t *next_attempt, bool *held_r,
 		 bool *delay_notified_r);
 
+/* The stored last reply and remote host of recipient idx of id (each
+ * malloc'ed or NULL), for notices after a restart. 1, 0 (no row) or -1. */
+int qstatus_rcpt_texts(struct qstatus *qs, const char *id, unsigned idx, char **last_reply_r,
+		       char **remote_host_r);
+
 /* Calls cb for the id of every message not finished (at start the queue
  * finishes those whose spool file is gone: a crash between the removal and
  * its record). Returns the number of ids, or -1. */

@@ -848,6 +848,9 @@ static void queue_recover_cb(const char *id, void *ctx)
 		struct queue_rcpt *r = &m->rcpts[i];
 		if (known > 0) {
 			r->attempts = attempts[i];
+			if (attempts[i] > 0 || qstatus_state_final(states[i]))
+				qstatus_rcpt_texts(q->status, id, (unsigned)i, &r->last_reply,
+						   &r->remote_host);
 			if (qstatus_state_final(states[i])) {
 				r->state = states[i] == QS_DELIVERED ? RCPT_DONE : RCPT_FAILED;
 				r->final = (unsigned char)states[i];
