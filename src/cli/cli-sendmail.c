@@ -4,12 +4,14 @@
  * the binary is invoked through a link named "sendmail".
  *
  * Runs in the invoking user's own process with that user's rights (no
- * set-id): it needs to read cfg->db_path and to reach DATA/run/q.sock, so in
- * practice root or the daemon's user. It owns nothing durable: it reads the
- * message from stdin, adds the header fields an MTA adds to locally
- * submitted mail, resolves the recipients against the account database
- * (lookups only), and hands the message to the queue with the same
- * IPC_Q_BEGIN / IPC_Q_DATA / IPC_Q_END transaction smtpd uses. Exit status 0
+ * set-id), so any local user can use it (cron jobs, PHP as www-data): it
+ * needs to read the config and to reach DATA/run/submit.sock (mode 0666 in
+ * a traversable run/). It owns nothing durable: it reads the message from
+ * stdin, adds the header fields an MTA adds to locally submitted mail, and
+ * hands the message to the queue with the same IPC_Q_BEGIN / IPC_Q_DATA /
+ * IPC_Q_END transaction smtpd uses. The queue resolves the recipients
+ * (aliases, unknown local users: exit 65) and takes the user's identity
+ * from the socket, not from us. Exit status 0
  * comes only after the queue's END reply, i.e. after the spool file is
  * fsync'ed; any failure before that leaves nothing in the queue, and the
  * caller keeps the message (exit status 75 = try again later).
@@ -47,7 +49,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lib-account/account.h"
 #include "lib-config/config.h"
 #include "lib-queue/spool.h"
 #include "lib-smtp/smtp.h"
@@ -56,7 +57,7 @@
 #include "lib/limits.h"
 #include "lib/util.h"
 
-#define SM_QUEUE_SOCKET      "run/q.sock"
+#define SM_QUEUE_SOCKET      "run/submit.sock"
 #define SM_CONNECT_TIMEOUT   2000        /* ms: the queue may be restarting */
 #define SM_BEGIN_TIMEOUT     30000       /* ms */
 #define SM_END_TIMEOUT       300000      /* ms: the commit waits for fsync */
@@ -122,7 +123,6 @@ struct sendmail {
 	bool has_date, has_msgid, has_from;
 
 	/* recipients */
-	struct account_db *db;
 	struct sm_rcpt *rcpts;
 	size_t nrcpts, rcpts_alloc;
 	size_t given;                /* addresses given, before alias expansion */
@@ -357,41 +357,20 @@ static int sm_rcpt_add(struct sendmail *sm, const char *address, const char *mai
 }
 
 /* One recipient address as given on the command line or in a header:
- * parsed, qualified and resolved like smtpd's RCPT TO. Exit status. */
+ * parsed and qualified; the queue resolves it (aliases, local users) like
+ * smtpd's RCPT TO. Exit status. */
 static int sm_recipient(struct sendmail *sm, const char *text)
 {
 	char addr[SM_ADDRESS_BUF];
 	const char *error;
-	struct account_targets t = { NULL, 0 };
-	int status = 0;
 
 	if (sm_address_parse(sm, text, false, addr, sizeof(addr), &error) < 0)
 		return sm_fail(EX_DATAERR, "<%s>: %s", text, error);
 	if (sm->given++ == 0)
 		memcpy(sm->first_given, addr, sizeof(addr));
-	switch (account_resolve(sm->db, addr, &t)) {
-	case ACCOUNT_RESOLVE_OK:
-		for (size_t i = 0; i < t.count && status == 0; i++) {
-			int ret = t.v[i].local ? sm_rcpt_add(sm, addr, t.v[i].address)
-					       : sm_rcpt_add(sm, t.v[i].address, NULL);
-			if (ret < 0)
-				status = sm_fail(EX_SOFTWARE, "out of memory");
-		}
-		break;
-	case ACCOUNT_RESOLVE_NOT_LOCAL:
-		if (sm_rcpt_add(sm, addr, NULL) < 0)
-			status = sm_fail(EX_SOFTWARE, "out of memory");
-		break;
-	case ACCOUNT_RESOLVE_NO_SUCH_USER:
-		status = sm_fail(EX_DATAERR, "<%s>: no such user", addr);
-		break;
-	case ACCOUNT_RESOLVE_ERROR:
-		status = sm_fail(EX_TEMPFAIL, "<%s>: temporary lookup failure (see the log)",
-				 addr);
-		break;
-	}
-	account_targets_free(&t);
-	return status;
+	if (sm_rcpt_add(sm, addr, NULL) < 0)
+		return sm_fail(EX_SOFTWARE, "out of memory");
+	return 0;
 }
 
 /* The end of one mailbox of an address list (',' or ';' or the end). */
@@ -776,11 +755,8 @@ static int sm_parse_header(struct sendmail *sm)
 
 static int sm_collect_recipients(struct sendmail *sm)
 {
-	const char *error;
 	int status = 0;
 
-	if (account_db_open(sm->cfg->db_path, false, &sm->db, &error) < 0)
-		return sm_fail(EX_TEMPFAIL, "account database: %s", error);
 	for (size_t i = 0; i < sm->nrcpt_args && status == 0; i++)
 		status = sm_address_list(sm, sm->rcpt_args[i], strlen(sm->rcpt_args[i]),
 					 "command line");
@@ -796,7 +772,6 @@ static int sm_collect_recipients(struct sendmail *sm)
 		snprintf(where, sizeof(where), "%.*s:", (int)f->name_len, v);
 		status = sm_address_list(sm, colon + 1, f->len - off, where);
 	}
-	account_db_close(&sm->db);
 	if (status == 0 && sm->nrcpts == 0)
 		status = sm_fail(EX_DATAERR, "no recipients%s",
 				 sm->extract ? "" : " (give addresses, or -t to read them from "
@@ -945,6 +920,8 @@ static int sm_reply(struct sendmail *sm, uint32_t want, int timeout_ms, const ch
 	const char *text = ipc_get_str(&r);
 	if (type != want || id != 1 || r.error || text == NULL) {
 		status = sm_fail(EX_TEMPFAIL, "queue: malformed answer to %s", what);
+	} else if (st == IPC_Q_REJECT) {
+		status = sm_fail(EX_DATAERR, "message refused: %s", text);
 	} else if (st != IPC_Q_OK) {
 		status = sm_fail(EX_TEMPFAIL, "queue refused the message (%s): %s", what, text);
 	} else if ((*text_r = strdup(text)) == NULL) {
@@ -1114,7 +1091,6 @@ static void sm_free(struct sendmail *sm)
 	free(sm->rcpt_args);
 	free(sm->user);
 	free(sm->gecos_name);
-	account_db_close(&sm->db);
 	if (sm->fd >= 0)
 		close(sm->fd);
 }

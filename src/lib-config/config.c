@@ -15,6 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sys/stat.h>
+
 #include "lib/buf.h"
 #include "lib/limits.h"
 #include "lib/util.h"
@@ -507,7 +509,9 @@ int config_write_default(const char *path, const struct config_init *init)
 	int ret = -1;
 	FILE *f = fopen(path, "wx");
 	if (f != NULL) {
-		ret = fwrite(b.data, 1, b.len, f) == b.len ? 0 : -1;
+		/* Readable by local users, whatever the umask: `postern sendmail`
+		 * reads it; no secret is ever stored in it. */
+		ret = fchmod(fileno(f), 0644) == 0 && fwrite(b.data, 1, b.len, f) == b.len ? 0 : -1;
 		if (fclose(f) != 0)
 			ret = -1;
 	}

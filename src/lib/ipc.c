@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -262,7 +263,10 @@ int ipc_listen_unix(const char *path)
 	if (fd < 0)
 		return -1;
 	(void)unlink(path);
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 128) < 0) {
+	/* Only the owner may connect, whatever the umask (run/ is traversable
+	 * by local users for run/submit.sock, which is opened up on purpose). */
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || chmod(path, 0600) < 0 ||
+	    listen(fd, 128) < 0) {
 		int saved = errno;
 		close(fd);
 		errno = saved;

@@ -1,8 +1,12 @@
 /*
  * ipc.h — the only way Postern processes talk to each other.
  *
- * Processes connect over Unix stream sockets in DATA/run/ (mode 0700): the
- * directory and the queue listen, smtpd workers and the deliverer connect.
+ * Processes connect over Unix stream sockets in DATA/run/: the directory and
+ * the queue listen, smtpd workers and the deliverer connect. One socket is
+ * for local users: run/submit.sock (mode 0666) takes IPC_Q_BEGIN/DATA/END
+ * from `postern sendmail` run by anyone; the queue then ignores what the
+ * client says about itself (the peer's uid decides the auth user) and
+ * resolves the recipients itself.
  * (A restarted child simply reconnects; see docs/architecture.md.)
  *
  * A frame is a fixed header (type, payload length, request id) and a payload
@@ -76,7 +80,7 @@ enum ipc_q_admin_status { IPC_Q_ADMIN_OK, IPC_Q_ADMIN_UNKNOWN_ID, IPC_Q_ADMIN_ER
 #define IPC_ENV_SMTPUTF8   0x1u
 #define IPC_ENV_8BITMIME   0x2u
 /* IPC_Q_*_REPLY status */
-enum ipc_q_status { IPC_Q_OK, IPC_Q_TEMPFAIL };
+enum ipc_q_status { IPC_Q_OK, IPC_Q_TEMPFAIL, IPC_Q_REJECT /* permanent: bad recipient, too big */ };
 /* IPC_DLV_REQUEST flags */
 #define IPC_DLV_RECOVERED  0x1u
 
@@ -131,7 +135,7 @@ int ipc_send_raw(struct ipc_conn *conn, uint32_t type, uint64_t id, const void *
 size_t ipc_conn_pending(struct ipc_conn *conn);
 
 /* Creates a listening Unix socket at path (relative to the cwd; replaces a
- * stale one). Returns the fd or -1 with errno. */
+ * stale one), mode 0600. Returns the fd or -1 with errno. */
 int ipc_listen_unix(const char *path);
 /* Connects to path, retrying for up to timeout_ms while the peer starts.
  * Returns a non-blocking fd or -1. */

@@ -463,8 +463,14 @@ int master_serve(struct config *cfg)
 	M.master_pid = getpid();
 	if (chdir(cfg->data_dir) < 0)
 		fatal("data_dir %s: %s", cfg->data_dir, strerror(errno));
-	if (mkdir("run", 0700) < 0 && errno != EEXIST)
+	if (mkdir("run", 0711) < 0 && errno != EEXIST)
 		fatal("cannot create %s/run: %s", cfg->data_dir, strerror(errno));
+	/* Local users reach run/submit.sock (`postern sendmail`): the data
+	 * directory and run/ may be traversed, not listed. Everything in them
+	 * keeps its own mode (0700 directories, 0600 files). */
+	if (chmod(".", 0711) < 0 || chmod("run", 0711) < 0)
+		log_warn("cannot make %s traversable for local submission: %s", cfg->data_dir,
+			 strerror(errno));
 	if (mkdir_p(cfg->mail_dir, 0700) < 0 || mkdir_p(cfg->spool_dir, 0700) < 0)
 		fatal("cannot create mail or spool directory: %s", strerror(errno));
 	master_prepare_user();

@@ -58,6 +58,9 @@ struct queue_msg {
 	struct ipc_conn *owner;         /* smtpd connection while receiving */
 	uint64_t reqid;
 	uint64_t size;                  /* spool file size */
+	uint64_t received;              /* body bytes so far, for local users' size limit */
+	bool local_user;                /* from run/submit.sock */
+	bool too_big;
 	bool failed;                    /* a write error happened while receiving */
 	bool committing;
 	bool committed;
@@ -107,6 +110,8 @@ struct queue_peer {
 	struct queue_peer *next;
 	struct ipc_conn *conn;
 	bool deliverer;
+	bool local_user;                /* from run/submit.sock: untrusted */
+	char local_name[64];            /* "local:NAME" from the peer's uid */
 };
 
 struct queue {
@@ -144,8 +149,8 @@ struct queue {
 	} commit;
 	struct workpool *pool;
 
-	struct event *listen_ev, *timer_ev;
-	int listen_fd;
+	struct event *listen_ev, *timer_ev, *submit_ev;
+	int listen_fd, submit_fd;
 	time_t last_purge;
 	bool stopping;
 };

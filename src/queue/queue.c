@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pwd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <event2/event.h>
@@ -556,8 +558,9 @@ static void queue_commit_done(struct workpool_job *job)
 		if (m->owner != NULL)
 			queue_reply(m->owner, IPC_Q_END_REPLY, m->reqid, IPC_Q_OK, m->id);
 		queue_unlink_txn(q, m);
-		log_info("id=%s committed from=<%s> nrcpt=%zu", m->id, m->env->sender,
-			 m->env->nrcpts);
+		log_info("id=%s committed from=<%s> nrcpt=%zu%s%s", m->id, m->env->sender,
+			 m->env->nrcpts, m->env->auth_user != NULL ? " user=" : "",
+			 m->env->auth_user != NULL ? m->env->auth_user : "");
 		queue_make_ready(q, m);
 	}
 	queue_commit_kick(q);
@@ -566,10 +569,121 @@ static void queue_commit_done(struct workpool_job *job)
 
 /* ---- smtpd transactions ---- */
 
+/* Recipients of a local user's message (run/submit.sock): resolved here
+ * like smtpd's RCPT TO (aliases expanded, unknown local users refused),
+ * whatever the client claimed. 0, or -1 with *reject_r set (permanent) or
+ * not (temporary) and *error_r. */
+static int queue_local_rcpts(struct queue *q, struct spool_envelope *env, bool *reject_r,
+			     const char **error_r)
+{
+	static __thread char why[600];
+	size_t n = env->nrcpts, cap = n + 8, out = 0;
+	struct spool_rcpt *given = env->rcpts;
+	struct spool_rcpt *res = calloc(cap, sizeof(*res));
+	int ret = -1;
+	*reject_r = false;
+	*error_r = "out of memory";
+	if (res == NULL)
+		return -1;
+	if (q->accounts == NULL) {
+		*error_r = "account database unavailable";
+		goto out;
+	}
+	if (n > q->cfg->max_recipients) {
+		*reject_r = true;
+		*error_r = "5.5.3 too many recipients";
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct account_targets t = { NULL, 0 };
+		enum account_resolve_result rr = account_resolve(q->accounts, given[i].address, &t);
+		if (rr == ACCOUNT_RESOLVE_NO_SUCH_USER || rr == ACCOUNT_RESOLVE_ERROR) {
+			*reject_r = rr == ACCOUNT_RESOLVE_NO_SUCH_USER;
+			snprintf(why, sizeof(why), "%s <%.500s>: %s", *reject_r ? "5.1.1" : "4.3.0",
+				 given[i].address, *reject_r ? "no such user"
+							     : "temporary lookup failure");
+			*error_r = why;
+			account_targets_free(&t);
+			goto out;
+		}
+		size_t k = rr == ACCOUNT_RESOLVE_OK ? t.count : 1;
+		for (size_t j = 0; j < k; j++) {
+			bool local = rr == ACCOUNT_RESOLVE_OK && t.v[j].local;
+			const char *addr = rr == ACCOUNT_RESOLVE_OK && !local ? t.v[j].address
+									     : given[i].address;
+			const char *mbox = local ? t.v[j].address : NULL;
+			bool dup = false;
+			/* One copy per mailbox (local) or per address (remote). */
+			for (size_t d = 0; d < out && !dup; d++)
+				dup = mbox != NULL ? res[d].mailbox != NULL &&
+						     strcmp(res[d].mailbox, mbox) == 0
+						   : res[d].mailbox == NULL &&
+						     strcmp(res[d].address, addr) == 0;
+			if (dup)
+				continue;
+			if (out == cap || out >= SPOOL_RCPTS_MAX) {
+				account_targets_free(&t);
+				*reject_r = true;
+				*error_r = "5.5.3 too many recipients";
+				goto out;
+			}
+			res[out].address = strdup(addr);
+			res[out].mailbox = mbox != NULL ? strdup(mbox) : NULL;
+			if (res[out].address == NULL || (mbox != NULL && res[out].mailbox == NULL)) {
+				out++;
+				account_targets_free(&t);
+				goto out;
+			}
+			out++;
+			if (out == cap) {
+				struct spool_rcpt *grown = realloc(res, 2 * cap * sizeof(*res));
+				if (grown == NULL) {
+					account_targets_free(&t);
+					goto out;
+				}
+				memset(grown + cap, 0, cap * sizeof(*res));
+				res = grown;
+				cap *= 2;
+			}
+		}
+		account_targets_free(&t);
+	}
+	for (size_t i = 0; i < n; i++) {
+		free(given[i].address);
+		free(given[i].mailbox);
+		free(given[i].orcpt);
+		free(given[i].notify);
+	}
+	free(given);
+	env->rcpts = res;
+	env->nrcpts = out;
+	res = NULL;
+	ret = 0;
+out:
+	for (size_t i = 0; res != NULL && i < out; i++) {
+		free(res[i].address);
+		free(res[i].mailbox);
+	}
+	free(res);
+	return ret;
+}
+
+static struct queue_peer *queue_peer_of(struct queue *q, struct ipc_conn *conn)
+{
+	for (struct queue_peer *p = q->peers; p != NULL; p = p->next) {
+		if (p->conn == conn)
+			return p;
+	}
+	return NULL;
+}
+
 static void queue_begin(struct queue *q, struct ipc_conn *conn, uint64_t reqid,
 			struct ipc_reader *r)
 {
 	const char *error = "malformed envelope";
+	const struct queue_peer *peer = queue_peer_of(q, conn);
+	bool local_user = peer != NULL && peer->local_user;
+	uint32_t status = IPC_Q_TEMPFAIL;
 	struct spool_envelope *env = calloc(1, sizeof(*env));
 	struct queue_msg *m = NULL;
 	if (env == NULL)
@@ -584,6 +698,12 @@ static void queue_begin(struct queue *q, struct ipc_conn *conn, uint64_t reqid,
 	uint32_t n = ipc_get_u32(r);
 	if (r->error || sender == NULL || n == 0 || n > SPOOL_RCPTS_MAX)
 		goto fail;
+	if (local_user) {
+		/* Not from the network, and not who the client says it is. */
+		helo = "localhost";
+		ip = NULL;
+		auth = peer->local_name;
+	}
 	env->rcpts = calloc(n, sizeof(*env->rcpts));
 	if (env->rcpts == NULL)
 		goto fail;
@@ -612,6 +732,15 @@ static void queue_begin(struct queue *q, struct ipc_conn *conn, uint64_t reqid,
 	env->body_8bit = (flags & IPC_ENV_8BITMIME) != 0;
 	env->queued_at = time(NULL);
 	queue_id_new(env->id);
+	if (local_user) {
+		bool reject;
+		if (queue_local_rcpts(q, env, &reject, &error) < 0) {
+			if (reject)
+				status = IPC_Q_REJECT;
+			log_info("%s: message refused: %s", peer->local_name, error);
+			goto fail_logged;
+		}
+	}
 
 	if (queue_find_txn(q, conn, reqid) != NULL) {
 		error = "transaction already open";
@@ -630,6 +759,7 @@ static void queue_begin(struct queue *q, struct ipc_conn *conn, uint64_t reqid,
 	}
 	m->owner = conn;
 	m->reqid = reqid;
+	m->local_user = local_user;
 	unsigned h = queue_hash_txn(conn, reqid);
 	m->txn_next = q->by_txn[h];
 	q->by_txn[h] = m;
@@ -639,7 +769,7 @@ fail:
 	log_error("transaction refused: %s", error);
 fail_logged:
 	spool_envelope_free(&env);
-	queue_reply(conn, IPC_Q_BEGIN_REPLY, reqid, IPC_Q_TEMPFAIL, error);
+	queue_reply(conn, IPC_Q_BEGIN_REPLY, reqid, status, error);
 }
 
 static void queue_data(struct queue *q, struct ipc_conn *conn, uint64_t reqid,
@@ -649,6 +779,13 @@ static void queue_data(struct queue *q, struct ipc_conn *conn, uint64_t reqid,
 	const char *error;
 	if (m == NULL || m->committing || m->failed)
 		return;
+	m->received += r->left;
+	if (m->local_user && m->received > q->cfg->max_message_size) {
+		/* smtpd enforces this itself; local users may not. */
+		m->too_big = true;
+		m->failed = true;
+		return;
+	}
 	if (spool_writer_append(m->writer, r->p, r->left, &error) < 0) {
 		log_error("id=%s spool write failed: %s", m->id, error);
 		m->failed = true;
@@ -661,6 +798,12 @@ static void queue_end(struct queue *q, struct ipc_conn *conn, uint64_t reqid)
 	const char *error;
 	if (m == NULL || m->committing) {
 		queue_reply(conn, IPC_Q_END_REPLY, reqid, IPC_Q_TEMPFAIL, "no such transaction");
+		return;
+	}
+	if (m->too_big) {
+		queue_reply(conn, IPC_Q_END_REPLY, reqid, IPC_Q_REJECT,
+			    "5.3.4 message size exceeds the fixed maximum message size");
+		queue_msg_free(q, m);
 		return;
 	}
 	if (m->failed || spool_writer_finish_write(m->writer, &error) < 0) {
@@ -742,6 +885,14 @@ static void queue_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t reqid,
 			   struct ipc_reader *r, void *ctx)
 {
 	struct queue *q = ctx;
+	if (type != IPC_Q_BEGIN && type != IPC_Q_DATA && type != IPC_Q_END &&
+	    type != IPC_Q_ABORT) {
+		const struct queue_peer *peer = queue_peer_of(q, conn);
+		if (peer == NULL || peer->local_user) {
+			log_warn("frame type %u from a local user's connection refused", type);
+			return;
+		}
+	}
 	switch (type) {
 	case IPC_Q_BEGIN:
 		queue_begin(q, conn, reqid, r);
@@ -782,10 +933,8 @@ static void queue_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t reqid,
 	}
 }
 
-static void queue_accept_cb(evutil_socket_t fd, short what, void *arg)
+static void queue_accept(struct queue *q, evutil_socket_t fd, bool local_user)
 {
-	struct queue *q = arg;
-	(void)what;
 	int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (cfd < 0)
 		return;
@@ -793,6 +942,25 @@ static void queue_accept_cb(evutil_socket_t fd, short what, void *arg)
 	if (peer == NULL) {
 		close(cfd);
 		return;
+	}
+	if (local_user) {
+		/* Who it is comes from the kernel, never from the client. */
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+			close(cfd);
+			free(peer);
+			return;
+		}
+		struct passwd pw, *pwr = NULL;
+		char pwbuf[4096];
+		if (getpwuid_r(cred.uid, &pw, pwbuf, sizeof(pwbuf), &pwr) == 0 && pwr != NULL)
+			snprintf(peer->local_name, sizeof(peer->local_name), "local:%.50s",
+				 pw.pw_name);
+		else
+			snprintf(peer->local_name, sizeof(peer->local_name), "local:uid%u",
+				 (unsigned)cred.uid);
+		peer->local_user = true;
 	}
 	peer->conn = ipc_conn_new(q->base, cfd, queue_frame_cb, queue_peer_close_cb, q);
 	if (peer->conn == NULL) {
@@ -802,6 +970,18 @@ static void queue_accept_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	peer->next = q->peers;
 	q->peers = peer;
+}
+
+static void queue_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	queue_accept(arg, fd, false);
+}
+
+static void queue_submit_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	queue_accept(arg, fd, true);
 }
 
 /* ---- recovery ---- */
@@ -929,6 +1109,13 @@ int queue_main(const struct config *cfg)
 	if (q->listen_fd < 0)
 		fatal("cannot listen on run/q.sock: %s", strerror(errno));
 	q->listen_ev = event_new(q->base, q->listen_fd, EV_READ | EV_PERSIST, queue_accept_cb, q);
+	/* Local users' submissions (`postern sendmail`): anyone may connect. */
+	q->submit_fd = ipc_listen_unix("run/submit.sock");
+	if (q->submit_fd < 0 || chmod("run/submit.sock", 0666) < 0)
+		fatal("cannot listen on run/submit.sock: %s", strerror(errno));
+	q->submit_ev = event_new(q->base, q->submit_fd, EV_READ | EV_PERSIST,
+				 queue_submit_accept_cb, q);
+	event_add(q->submit_ev, NULL);
 	q->timer_ev = event_new(q->base, -1, EV_PERSIST, queue_timer_cb, q);
 	struct event *ev_term = evsignal_new(q->base, SIGTERM, queue_stop_cb, q);
 	struct event *ev_int = evsignal_new(q->base, SIGINT, queue_stop_cb, q);
@@ -964,6 +1151,8 @@ int queue_main(const struct config *cfg)
 	account_db_close(&q->accounts);
 	event_free(q->status_flush_ev);
 	event_free(q->listen_ev);
+	event_free(q->submit_ev);
+	close(q->submit_fd);
 	event_free(q->timer_ev);
 	event_free(ev_term);
 	event_free(ev_int);

@@ -5,6 +5,9 @@ spool, the deliverer writes Maildirs — all as that user."""
 
 import os
 import pwd
+import re
+import stat
+import subprocess
 import smtplib
 
 import pytest
@@ -67,3 +70,46 @@ def test_children_run_as_the_configured_user(make_postern, traversable):
     new = os.path.join(p.dir, "mail", "example.test", "alice", "new")
     owners = {os.stat(os.path.join(new, f)).st_uid for f in os.listdir(new)}
     assert owners == {nobody.pw_uid}, f"Maildir files owned by {owners}"
+
+
+def test_any_local_user_can_use_sendmail_but_not_the_queue_controls(make_postern, traversable):
+    """`postern sendmail` works for an ordinary user (cron, PHP as www-data) through
+    run/submit.sock; the identity comes from the kernel; q.sock stays the daemon's."""
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs root")
+    nobody = pwd.getpwnam("nobody")
+    p = make_postern()
+    traversable(p.conf)
+    traversable(p.bin)
+    run = os.path.join(p.dir, "run")
+    assert stat.S_IMODE(os.stat(p.dir).st_mode) == 0o711
+    assert stat.S_IMODE(os.stat(run).st_mode) == 0o711
+    assert stat.S_IMODE(os.stat(os.path.join(run, "q.sock")).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.join(run, "submit.sock")).st_mode) == 0o666
+    assert stat.S_IMODE(os.stat(p.conf).st_mode) == 0o644   # written so by postern init
+
+    def as_nobody():
+        os.setgroups([])
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    def run_as_nobody(args, data=None):
+        return subprocess.run([p.bin, "-c", p.conf] + args, input=data, capture_output=True,
+                              text=True, timeout=30, preexec_fn=as_nobody, cwd="/")
+
+    token = "tok-" + os.urandom(6).hex()
+    res = run_as_nobody(["sendmail", "-f", "root@example.test", "bob@example.test"],
+                        f"Subject: from nobody\n\n{token}\n")
+    assert res.returncode == 0, res.stderr
+    [msg] = p.wait_messages("bob@example.test", 1)
+    assert token.encode() in msg
+    assert re.search(rb"from userid %d\b" % nobody.pw_uid, msg), msg[:600]
+    # the queue took the identity from the socket, not from the client
+    assert re.search(r"local:nobody", p.log_text()), p.log_tail()
+    # an unknown local user is refused by the queue with the data-error status
+    res = run_as_nobody(["sendmail", "nosuchuser@example.test"], "Subject: x\n\nx\n")
+    assert res.returncode == 65, (res.returncode, res.stderr)
+    assert "no such user" in res.stderr
+    # the queue controls are not for local users
+    res = run_as_nobody(["queue", "retry", "all"])
+    assert res.returncode != 0
