@@ -143,7 +143,8 @@ struct remote {
 	struct event_base *base;
 	const struct config *cfg;
 	struct dns_resolver *dns;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx;                   /* none/may/encrypt: no certificate check */
+	SSL_CTX *verify_ctx;            /* verify: with the CA store, made at first use */
 	remote_result_cb *cb;
 	void *cb_ctx;
 	struct rconn *conns;
@@ -849,10 +850,43 @@ static void rconn_set_timeouts(struct rconn *c)
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
 }
 
+static SSL_CTX *remote_ctx_new(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx != NULL) {
+		SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	}
+	return ctx;
+}
+
+/* The CA store costs about a megabyte: loaded only once a destination
+ * with the verify policy comes up. */
+static SSL_CTX *remote_verify_ctx(struct remote *rm)
+{
+	if (rm->verify_ctx != NULL)
+		return rm->verify_ctx;
+	SSL_CTX *ctx = remote_ctx_new();
+	if (ctx == NULL)
+		return NULL;
+	int ok = rm->cfg->tls_ca_file != NULL
+		? SSL_CTX_load_verify_locations(ctx, rm->cfg->tls_ca_file, NULL)
+		: SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		log_error("cannot load the CA certificates%s%s", rm->cfg->tls_ca_file != NULL ?
+			  " from " : " (system store)",
+			  rm->cfg->tls_ca_file != NULL ? rm->cfg->tls_ca_file : "");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return rm->verify_ctx = ctx;
+}
+
 static void rconn_start_tls(struct rconn *c)
 {
 	struct rjob *job = c->job;
-	SSL *ssl = SSL_new(c->rm->ctx);
+	SSL_CTX *ctx = job->tls == IPC_TLS_VERIFY ? remote_verify_ctx(c->rm) : c->rm->ctx;
+	SSL *ssl = ctx != NULL ? SSL_new(ctx) : NULL;
 	if (ssl == NULL)
 		goto fail;
 	SSL_set_tlsext_host_name(ssl, c->host);
@@ -1393,18 +1427,13 @@ struct remote *remote_new(struct event_base *base, const struct config *cfg,
 	rm->dns = dns_resolver_new(base, cfg->resolver, cfg->dnssec_trust_anchor, error_r);
 	if (rm->dns == NULL)
 		goto fail;
-	rm->ctx = SSL_CTX_new(TLS_client_method());
+	rm->ctx = remote_ctx_new();
 	if (rm->ctx == NULL) {
 		*error_r = "cannot create the TLS client context";
 		goto fail;
 	}
-	SSL_CTX_set_min_proto_version(rm->ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(rm->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	int ok = cfg->tls_ca_file != NULL
-		? SSL_CTX_load_verify_locations(rm->ctx, cfg->tls_ca_file, NULL)
-		: SSL_CTX_set_default_verify_paths(rm->ctx);
-	if (ok != 1) {
-		*error_r = "cannot load the CA certificates (outbound.tls_ca_file)";
+	if (cfg->tls_ca_file != NULL && access(cfg->tls_ca_file, R_OK) < 0) {
+		*error_r = "cannot read outbound.tls_ca_file";
 		goto fail;
 	}
 	if (cfg->smarthost_password_file != NULL &&
@@ -1437,6 +1466,8 @@ void remote_free(struct remote **rmp)
 	dns_resolver_free(&rm->dns);
 	if (rm->ctx != NULL)
 		SSL_CTX_free(rm->ctx);
+	if (rm->verify_ctx != NULL)
+		SSL_CTX_free(rm->verify_ctx);
 	if (rm->smarthost_password != NULL) {
 		OPENSSL_cleanse(rm->smarthost_password, strlen(rm->smarthost_password));
 		free(rm->smarthost_password);
