@@ -504,6 +504,27 @@ int qstatus_rcpt_texts(struct qstatus *qs, const char *id, unsigned idx, char **
 	return ret;
 }
 
+int qstatus_is_finished(struct qstatus *qs, const char *id)
+{
+	sqlite3_stmt *st = NULL;
+	int ret = -1;
+	if (sqlite3_prepare_v2(qs->db, "SELECT finished_at IS NOT NULL FROM messages WHERE id = ?1",
+			       -1, &st, NULL) != SQLITE_OK) {
+		qs_sql_error(qs, "reading a message");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		ret = sqlite3_column_int(st, 0) != 0;
+	else if (rc == SQLITE_DONE)
+		ret = 0;
+	else
+		qs_sql_error(qs, "reading a message");
+	sqlite3_finalize(st);
+	return ret;
+}
+
 int qstatus_unfinished(struct qstatus *qs, void (*cb)(const char *id, void *ctx), void *ctx)
 {
 	sqlite3_stmt *st = NULL;

@@ -116,6 +116,10 @@ int qstatus_load(struct qstatus *qs, const char *id, size_t n, enum qstatus_stat
 int qstatus_rcpt_texts(struct qstatus *qs, const char *id, unsigned idx, char **last_reply_r,
 		       char **remote_host_r);
 
+/* 1 when id is recorded as finished (its spool file was to be removed), 0
+ * when not or unknown, -1 on error. */
+int qstatus_is_finished(struct qstatus *qs, const char *id);
+
 /* Calls cb for the id of every message not finished (at start the queue
  * finishes those whose spool file is gone: a crash between the removal and
  * its record). Returns the number of ids, or -1. */

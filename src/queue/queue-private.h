@@ -149,6 +149,20 @@ struct queue {
 	} commit;
 	struct workpool *pool;
 
+	/* Spool files of finished messages are unlinked on their own thread,
+	 * after the status store has recorded them finished (an unlink can
+	 * block for a while: journal, discard). */
+	struct queue_unlink {
+		struct workpool_job job;
+		struct queue *q;
+		char (*ids)[17];        /* the thread's batch while busy */
+		size_t n, cap;
+		bool busy;
+	} unlink;
+	char (*unlink_ids)[17];         /* waiting for the next batch */
+	size_t unlink_n, unlink_cap;
+	struct workpool *unlink_pool;
+
 	struct event *listen_ev, *timer_ev, *submit_ev;
 	int listen_fd, submit_fd;
 	time_t last_purge;

@@ -132,6 +132,66 @@ struct queue_msg *queue_msg_new(struct queue *q, struct spool_envelope *env)
 	return m;
 }
 
+/* ---- removing finished spool files ---- */
+
+static void queue_unlink_run(struct workpool_job *job)
+{
+	struct queue_unlink *u = (struct queue_unlink *)job;
+	for (size_t i = 0; i < u->n; i++)
+		spool_remove(u->q->cfg->spool_dir, u->ids[i]);
+}
+
+static void queue_unlink_kick(struct queue *q);
+
+static void queue_unlink_done(struct workpool_job *job)
+{
+	struct queue_unlink *u = (struct queue_unlink *)job;
+	u->busy = false;
+	u->n = 0;
+	queue_unlink_kick(u->q);
+}
+
+/* Hands the waiting ids to the unlink thread (one batch at a time). */
+static void queue_unlink_kick(struct queue *q)
+{
+	struct queue_unlink *u = &q->unlink;
+	if (u->busy || q->unlink_n == 0)
+		return;
+	if (q->unlink_pool == NULL) {
+		for (size_t i = 0; i < q->unlink_n; i++)
+			spool_remove(q->cfg->spool_dir, q->unlink_ids[i]);
+		q->unlink_n = 0;
+		return;
+	}
+	char (*ids)[17] = u->ids;
+	size_t cap = u->cap;
+	u->ids = q->unlink_ids;
+	u->cap = q->unlink_cap;
+	u->n = q->unlink_n;
+	q->unlink_ids = ids;
+	q->unlink_cap = cap;
+	q->unlink_n = 0;
+	u->busy = true;
+	workpool_submit(q->unlink_pool, &u->job);
+}
+
+static void queue_unlink_later(struct queue *q, const char *id)
+{
+	if (q->unlink_n == q->unlink_cap) {
+		size_t cap = q->unlink_cap == 0 ? 256 : q->unlink_cap * 2;
+		char (*grown)[17] = realloc(q->unlink_ids, cap * sizeof(*grown));
+		if (grown == NULL) {
+			spool_remove(q->cfg->spool_dir, id);
+			return;
+		}
+		q->unlink_ids = grown;
+		q->unlink_cap = cap;
+	}
+	memcpy(q->unlink_ids[q->unlink_n++], id, 17);
+	if (q->status == NULL)
+		queue_unlink_kick(q);
+}
+
 /* ---- status store ---- */
 
 static void queue_status_flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -142,6 +202,8 @@ static void queue_status_flush_cb(evutil_socket_t fd, short what, void *arg)
 	q->status_dirty = false;
 	if (q->status != NULL)
 		qstatus_commit(q->status);
+	/* Finished is recorded: now their spool files may go. */
+	queue_unlink_kick(q);
 }
 
 struct qstatus *queue_status(struct queue *q)
@@ -310,10 +372,10 @@ bool queue_msg_check_done(struct queue *q, struct queue_msg *m)
 		return false;
 	}
 	m->bounce_pending = false;
-	spool_remove(q->cfg->spool_dir, m->id);
 	struct qstatus *qs = queue_status(q);
 	if (qs != NULL)
 		qstatus_finish_message(qs, m->id, (int64_t)time(NULL));
+	queue_unlink_later(q, m->id);
 	log_info("id=%s removed (all recipients done)", m->id);
 	queue_msg_free(q, m);
 	return true;
@@ -994,6 +1056,11 @@ static void queue_recover_cb(const char *id, void *ctx)
 	off_t off;
 	size_t len;
 	const char *error;
+	if (q->status != NULL && qstatus_is_finished(q->status, id) == 1) {
+		/* Done before the stop; only its removal had not happened. */
+		spool_remove(q->cfg->spool_dir, id);
+		return;
+	}
 	if (spool_read(q->cfg->spool_dir, id, &env, &fd, &off, &len, &error) < 0) {
 		log_error("id=%s cannot read spool file: %s", id, error);
 		return;
@@ -1088,6 +1155,12 @@ int queue_main(const struct config *cfg)
 	q->pool = workpool_new(q->base, 1, &error);
 	if (q->pool == NULL)
 		fatal("commit thread: %s", error);
+	q->unlink.q = q;
+	q->unlink.job.run = queue_unlink_run;
+	q->unlink.job.done = queue_unlink_done;
+	q->unlink_pool = workpool_new(q->base, 1, &error);
+	if (q->unlink_pool == NULL)
+		fatal("unlink thread: %s", error);
 
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/status.db", cfg->spool_dir);
@@ -1132,6 +1205,19 @@ int queue_main(const struct config *cfg)
 	 * dropped, and its unsynced files go with their messages below (no
 	 * 250 was given for them). */
 	workpool_free(&q->pool, NULL);
+	/* What is finished is recorded, then its files go (a running batch
+	 * finishes; one not started and the waiting ids are done here). */
+	if (q->status != NULL)
+		qstatus_commit(q->status);
+	workpool_free(&q->unlink_pool, NULL);
+	if (q->unlink.busy) {
+		for (size_t i = 0; i < q->unlink.n; i++)
+			spool_remove(cfg->spool_dir, q->unlink.ids[i]);
+	}
+	for (size_t i = 0; i < q->unlink_n; i++)
+		spool_remove(cfg->spool_dir, q->unlink_ids[i]);
+	free(q->unlink.ids);
+	free(q->unlink_ids);
 	/* Let the replies of that last commit reach the workers. */
 	event_base_loop(q->base, EVLOOP_NONBLOCK);
 	while (q->peers != NULL) {
