@@ -401,6 +401,19 @@ static void rconn_idle_cb(evutil_socket_t fd, short what, void *arg)
 	rconn_free(c);
 }
 
+/* A kept connection takes job: no DNS now (a lookup if it fails before
+ * the peer answers MAIL FROM). */
+static void rconn_reuse(struct rconn *c, struct rjob *job)
+{
+	c->job = job;
+	job->conn = c;
+	job->reused = true;
+	snprintf(job->remote_host, sizeof(job->remote_host), "%s[%s]", c->host, c->ip);
+	if (c->tls_active)
+		tls_describe(c->ssl, job->tls_desc, sizeof(job->tls_desc));
+	rconn_start_txn(c);
+}
+
 /* The job is answered; the connection stays for the next job of its key. */
 static void rconn_job_done(struct rconn *c)
 {
@@ -431,13 +444,7 @@ static void rconn_job_done(struct rconn *c)
 		*p = j->next;
 		j->next = rm->jobs;
 		rm->jobs = j;
-		c->job = j;
-		j->conn = c;
-		j->reused = true;
-		snprintf(j->remote_host, sizeof(j->remote_host), "%s[%s]", c->host, c->ip);
-		if (c->tls_active)
-			tls_describe(c->ssl, j->tls_desc, sizeof(j->tls_desc));
-		rconn_start_txn(c);
+		rconn_reuse(c, j);
 		return;
 	}
 	if (rm->parked != NULL) {
@@ -1387,13 +1394,7 @@ void remote_job(struct remote *rm, uint64_t reqid, struct ipc_reader *r)
 		if (c->state == RC_IDLE && c->job == NULL && strcmp(c->key, job->key) == 0) {
 			rm->nidle--;
 			event_del(c->idle_ev);
-			c->job = job;
-			job->conn = c;
-			job->reused = true;   /* no DNS now; a lookup if this fails early */
-			snprintf(job->remote_host, sizeof(job->remote_host), "%s[%s]", c->host, c->ip);
-			if (c->tls_active)
-				tls_describe(c->ssl, job->tls_desc, sizeof(job->tls_desc));
-			rconn_start_txn(c);
+			rconn_reuse(c, job);
 			return;
 		}
 	}

@@ -262,6 +262,29 @@ void queue_pump(struct queue *q)
 		queue_pump_later(q, wait);
 }
 
+/* Ends a job taken off the running list: its recipients without a result
+ * (done[slot] false, or done NULL for all) are deferred with reply, or
+ * dropped when the message was deleted; the job is freed. */
+static void queue_job_end(struct queue *q, struct queue_job *j, const bool *done,
+			  const char *reply)
+{
+	struct queue_msg *m = j->m;
+	for (unsigned slot = 0; slot < j->n; slot++) {
+		struct queue_rcpt *r = &m->rcpts[j->idx[slot]];
+		if ((done != NULL && done[slot]) || r->state != RCPT_INFLIGHT)
+			continue;
+		if (m->deleted)
+			r->state = RCPT_FAILED;
+		else
+			queue_rcpt_defer(q, m, j->idx[slot], reply, q->cfg->retry_min,
+					 q->cfg->retry_max);
+	}
+	j->dest->inflight--;
+	m->jobs--;
+	free(j);
+	queue_msg_check_done(q, m);
+}
+
 static struct queue_job *queue_job_take_running(struct queue *q, uint64_t reqid)
 {
 	for (struct queue_job **p = &q->running; *p != NULL; p = &(*p)->next) {
@@ -315,19 +338,7 @@ void queue_remote_result(struct queue *q, uint64_t reqid, struct ipc_reader *r)
 		else
 			queue_rcpt_defer(q, m, idx, reply, cfg->retry_min, cfg->retry_max);
 	}
-	for (unsigned slot = 0; slot < j->n; slot++) {
-		if (done[slot] || m->rcpts[j->idx[slot]].state != RCPT_INFLIGHT)
-			continue;
-		if (m->deleted)
-			m->rcpts[j->idx[slot]].state = RCPT_FAILED;
-		else
-			queue_rcpt_defer(q, m, j->idx[slot], "4.3.0 no result from the deliverer",
-					 cfg->retry_min, cfg->retry_max);
-	}
-	j->dest->inflight--;
-	m->jobs--;
-	free(j);
-	queue_msg_check_done(q, m);
+	queue_job_end(q, j, done, "4.3.0 no result from the deliverer");
 }
 
 void queue_remote_reset(struct queue *q)
@@ -364,22 +375,9 @@ void queue_remote_tick(struct queue *q, time_t now)
 			continue;
 		}
 		*p = j->next;
-		struct queue_msg *m = j->m;
-		log_error("id=%s no result from the deliverer after %lds; deferring", m->id,
+		log_error("id=%s no result from the deliverer after %lds; deferring", j->m->id,
 			  (long)(now - j->sent_at));
-		for (unsigned k = 0; k < j->n; k++) {
-			if (m->rcpts[j->idx[k]].state != RCPT_INFLIGHT)
-				continue;
-			if (m->deleted)
-				m->rcpts[j->idx[k]].state = RCPT_FAILED;
-			else
-				queue_rcpt_defer(q, m, j->idx[k], "4.4.7 no result from the deliverer",
-						 cfg->retry_min, cfg->retry_max);
-		}
-		j->dest->inflight--;
-		m->jobs--;
-		free(j);
-		queue_msg_check_done(q, m);
+		queue_job_end(q, j, NULL, "4.4.7 no result from the deliverer");
 	}
 	/* Destinations and senders with nothing going on are forgotten after
 	 * their rate spacing has passed (bounded memory). */
