@@ -9,10 +9,10 @@
  * twice; every copy is wiped after use and none is ever printed.
  */
 #include "cli/cli-accounts.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,20 +32,6 @@
 /* A buffer one octet larger than the longest password, plus the NUL, so a
  * too-long line can be told from one that just fits. */
 #define PASSWORD_BUF_SIZE (PASSWORD_MAX + 2)
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("postern: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return EXIT_FAILURE;
-}
 
 static int usage(FILE *out, const char *text, int status)
 {
@@ -80,7 +66,7 @@ static int db_open(const struct config *cfg, struct account_db **db_r)
 	const char *error;
 
 	if (account_db_open(cfg->db_path, true, db_r, &error) < 0)
-		return fail("%s", error);
+		return cli_fail("%s", error);
 	return 0;
 }
 
@@ -206,28 +192,28 @@ static int get_password(bool from_stdin, char buf[PASSWORD_BUF_SIZE])
 
 	if (from_stdin) {
 		if (read_password_line(STDIN_FILENO, buf, &error) < 0) {
-			fail("%s", error);
+			cli_fail("%s", error);
 			return -1;
 		}
 	} else if (!isatty(STDIN_FILENO)) {
-		fail("stdin is not a terminal; use --password-stdin");
+		cli_fail("stdin is not a terminal; use --password-stdin");
 		return -1;
 	} else {
 		if (tty_read_password("New password: ", buf, &error) < 0) {
-			fail("%s", error);
+			cli_fail("%s", error);
 			return -1;
 		}
 		if (tty_read_password("Repeat password: ", again, &error) < 0) {
-			fail("%s", error);
+			cli_fail("%s", error);
 			goto out;
 		}
 		if (strcmp(buf, again) != 0) {
-			fail("passwords do not match");
+			cli_fail("passwords do not match");
 			goto out;
 		}
 	}
 	if (buf[0] == '\0') {
-		fail("empty password");
+		cli_fail("empty password");
 		goto out;
 	}
 	ret = 0;
@@ -265,12 +251,12 @@ int cli_domain(const struct config *cfg, int argc, char **argv)
 	if (add || del) {
 		lcase_copy(argv[2], name, sizeof(name));
 		if ((add ? account_domain_add : account_domain_del)(db, argv[2], &error) < 0) {
-			fail("%s", error);
+			cli_fail("%s", error);
 			goto out;
 		}
 		printf("%s domain %s\n", add ? "added" : "deleted", name);
 	} else if (account_domain_list(db, print_line_cb, NULL) < 0) {
-		fail("cannot list domains");
+		cli_fail("cannot list domains");
 		goto out;
 	}
 	ret = EXIT_SUCCESS;
@@ -293,13 +279,13 @@ static int user_precheck(struct account_db *db, const char *address, bool add)
 	free(hash);
 	const char *at = strrchr(addr, '@');
 	if (found < 0)
-		fail("cannot read the account database");
+		cli_fail("cannot read the account database");
 	else if (add && found == 1)
-		fail("user %s already exists", addr);
+		cli_fail("user %s already exists", addr);
 	else if (!add && found == 0)
-		fail("no such user %s", addr);
+		cli_fail("no such user %s", addr);
 	else if (add && at != NULL && account_domain_exists(db, at + 1) == 0)
-		fail("domain %s is not a local domain", at + 1);
+		cli_fail("domain %s is not a local domain", at + 1);
 	else
 		return 0;
 	return -1;
@@ -363,11 +349,11 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 		if (nargs == 1 && account_domain_exists(db, args[0]) != 1) {
 			char name[SMTP_DOMAIN_MAX + 1];
 			lcase_copy(args[0], name, sizeof(name));
-			fail("domain %s is not a local domain", name);
+			cli_fail("domain %s is not a local domain", name);
 			goto out;
 		}
 		if (account_user_list(db, nargs == 1 ? args[0] : NULL, print_line_cb, NULL) < 0) {
-			fail("cannot list users");
+			cli_fail("cannot list users");
 			goto out;
 		}
 		ret = EXIT_SUCCESS;
@@ -376,7 +362,7 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 	lcase_copy(args[0], addr, sizeof(addr));
 	if (del) {
 		if (account_user_del(db, args[0], &error) < 0) {
-			fail("%s", error);
+			cli_fail("%s", error);
 			goto out;
 		}
 		printf("deleted user %s\n", addr);
@@ -388,7 +374,7 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 	int r = add ? account_user_add(db, args[0], password, &error) :
 		account_user_passwd(db, args[0], password, &error);
 	if (r < 0) {
-		fail("%s", error);
+		cli_fail("%s", error);
 		goto out;
 	}
 	printf(add ? "added user %s\n" : "changed password of user %s\n", addr);
@@ -429,7 +415,7 @@ int cli_alias(const struct config *cfg, int argc, char **argv)
 		for (int i = 3; i < argc; i++) {
 			if ((i > 3 && buf_append(&targets, ",", 1) < 0) ||
 			    buf_append_str(&targets, argv[i]) < 0) {
-				fail("target list too long");
+				cli_fail("target list too long");
 				goto out;
 			}
 		}
@@ -438,7 +424,7 @@ int cli_alias(const struct config *cfg, int argc, char **argv)
 		goto out;
 	if (list) {
 		if (account_alias_list(db, print_alias_cb, NULL) < 0) {
-			fail("cannot list aliases");
+			cli_fail("cannot list aliases");
 			goto out;
 		}
 		ret = EXIT_SUCCESS;
@@ -447,13 +433,13 @@ int cli_alias(const struct config *cfg, int argc, char **argv)
 	lcase_copy(argv[2], name, sizeof(name));
 	if (add) {
 		if (account_alias_add(db, argv[2], targets.data, &error) < 0) {
-			fail("%s", error);
+			cli_fail("%s", error);
 			goto out;
 		}
 		printf("added alias %s\n", name);
 	} else {
 		if (account_alias_del(db, argv[2], &error) < 0) {
-			fail("%s", error);
+			cli_fail("%s", error);
 			goto out;
 		}
 		printf("deleted alias %s\n", name);

@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,20 +44,6 @@ static const char queue_usage_text[] =
 
 static const char status_usage_text[] =
 	"usage: postern status ADDRESS|ID [--json]\n";
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("postern: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return EXIT_FAILURE;
-}
 
 /* A queue id as typed (either case) → upper case in id; false if not one. */
 static bool parse_id(const char *arg, char id[17])
@@ -93,7 +78,7 @@ static int status_open(const struct config *cfg, bool readonly, struct qstatus *
 	if (readonly && stat(path.data, &st) < 0 && errno == ENOENT) {
 		ret = 0;
 	} else if (qstatus_open(path.data, readonly, qs_r, &error) < 0) {
-		fail("%s", error);
+		cli_fail("%s", error);
 		ret = -1;
 	}
 	buf_free(&path);
@@ -114,7 +99,7 @@ static int queue_list(const struct config *cfg, bool json)
 	}
 	r = qstatus_print_queue(qs, stdout, json);
 	qstatus_close(&qs);
-	return r < 0 ? fail("cannot read the delivery status") : 0;
+	return r < 0 ? cli_fail("cannot read the delivery status") : 0;
 }
 
 static void envelope_print(const struct spool_envelope *env, size_t size)
@@ -145,7 +130,7 @@ static int queue_show(const struct config *cfg, const char *id)
 	const char *error;
 
 	if (spool_read(cfg->spool_dir, id, &env, &fd, &off, &len, &error) < 0)
-		return fail("no such message %s", id);
+		return cli_fail("no such message %s", id);
 	envelope_print(env, len);
 	spool_envelope_free(&env);
 	printf("delivery status:\n");
@@ -171,7 +156,7 @@ static int queue_show(const struct config *cfg, const char *id)
 	}
 	close(fd);
 	if (left > 0)
-		return fail("%s: cannot read the message body", id);
+		return cli_fail("%s: cannot read the message body", id);
 	return 0;
 }
 
@@ -247,11 +232,11 @@ static int admin_request(int fd, enum ipc_q_admin_op op, const char *target)
 	ipc_put_str(&w, target);
 	buf_init(&payload, IPC_FRAME_MAX);
 	if (ipc_sync_send(fd, IPC_Q_ADMIN, 1, &w) < 0) {
-		ret = fail("sending the request to the queue: %s", strerror(errno));
+		ret = cli_fail("sending the request to the queue: %s", strerror(errno));
 		goto out;
 	}
 	if (ipc_sync_recv(fd, &type, &req_id, &payload, QUEUE_ADMIN_TIMEOUT_MS) < 0) {
-		ret = fail("no answer from the queue: %s", strerror(errno));
+		ret = cli_fail("no answer from the queue: %s", strerror(errno));
 		goto out;
 	}
 	struct ipc_reader r = {
@@ -260,7 +245,7 @@ static int admin_request(int fd, enum ipc_q_admin_op op, const char *target)
 	uint32_t status = ipc_get_u32(&r);
 	const char *text = ipc_get_str(&r);
 	if (type != IPC_Q_ADMIN_REPLY || r.error) {
-		ret = fail("malformed answer from the queue");
+		ret = cli_fail("malformed answer from the queue");
 		goto out;
 	}
 	if (text == NULL || text[0] == '\0')
@@ -270,7 +255,7 @@ static int admin_request(int fd, enum ipc_q_admin_op op, const char *target)
 		printf("%s\n", text);
 		ret = 0;
 	} else {
-		ret = fail("%s %s: %s", admin_op_name(op), target, text);
+		ret = cli_fail("%s %s: %s", admin_op_name(op), target, text);
 	}
 out:
 	buf_free(&payload);
@@ -292,7 +277,7 @@ static int admin_offline(const struct config *cfg, enum ipc_q_admin_op op, const
 
 	if (id != NULL &&
 	    spool_read(cfg->spool_dir, id, &env, &fd, &off, &len, &error) < 0)
-		return fail("no such message %s", id);
+		return cli_fail("no such message %s", id);
 
 	if (op == IPC_Q_ADMIN_RETRY) {
 		/* Without status.db every message is due when the queue starts. */
@@ -304,7 +289,7 @@ static int admin_offline(const struct config *cfg, enum ipc_q_admin_op op, const
 			goto out;
 		int n = qs != NULL ? qstatus_retry(qs, id) : 0;
 		if (n < 0 || (qs != NULL && qstatus_commit(qs) < 0)) {
-			fail("cannot record the retry in the delivery status");
+			cli_fail("cannot record the retry in the delivery status");
 			goto out;
 		}
 		printf("%s: the queue is not running; %d recipient%s will be tried when it "
@@ -317,7 +302,7 @@ static int admin_offline(const struct config *cfg, enum ipc_q_admin_op op, const
 		goto out;
 	/* The message may not have a row yet (queued before status.db existed). */
 	if (fstat(fd, &st) < 0 || qstatus_add_message(qs, env, (uint64_t)st.st_size) < 0) {
-		fail("cannot record %s in the delivery status", id);
+		cli_fail("cannot record %s in the delivery status", id);
 		goto out;
 	}
 	switch (op) {
@@ -325,7 +310,7 @@ static int admin_offline(const struct config *cfg, enum ipc_q_admin_op op, const
 	case IPC_Q_ADMIN_RELEASE:
 		if (qstatus_set_held(qs, id, op == IPC_Q_ADMIN_HOLD) < 0 ||
 		    qstatus_commit(qs) < 0) {
-			fail("cannot %s %s", admin_op_name(op), id);
+			cli_fail("cannot %s %s", admin_op_name(op), id);
 			goto out;
 		}
 		printf("%s %s (the queue is not running; it applies when it starts)\n",
@@ -333,15 +318,15 @@ static int admin_offline(const struct config *cfg, enum ipc_q_admin_op op, const
 		break;
 	case IPC_Q_ADMIN_DELETE:
 		if (spool_remove(cfg->spool_dir, id) < 0) {
-			fail("cannot delete %s: %s", id, strerror(errno));
+			cli_fail("cannot delete %s: %s", id, strerror(errno));
 			goto out;
 		}
 		/* An operator's delete must not come back after a crash. */
 		if (spool_sync_queue_dir(cfg->spool_dir) < 0)
-			fail("warning: %s/queue: fsync: %s", cfg->spool_dir, strerror(errno));
+			cli_fail("warning: %s/queue: fsync: %s", cfg->spool_dir, strerror(errno));
 		if (qstatus_finish_message(qs, id, (int64_t)time(NULL)) < 0 ||
 		    qstatus_commit(qs) < 0) {
-			fail("deleted %s, but the delivery status still lists it", id);
+			cli_fail("deleted %s, but the delivery status still lists it", id);
 			goto out;
 		}
 		printf("deleted %s\n", id);
@@ -364,12 +349,12 @@ static int queue_admin(const struct config *cfg, enum ipc_q_admin_op op, const c
 	bool all = op == IPC_Q_ADMIN_RETRY && strcmp(arg, "all") == 0;
 
 	if (!all && !parse_id(arg, id))
-		return fail("%s is not a queue id", arg);
+		return cli_fail("%s is not a queue id", arg);
 	int fd = admin_connect(cfg);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ECONNREFUSED)
 			return admin_offline(cfg, op, all ? NULL : id);
-		return fail("cannot reach the queue at %s/" QUEUE_SOCKET ": %s", cfg->data_dir,
+		return cli_fail("cannot reach the queue at %s/" QUEUE_SOCKET ": %s", cfg->data_dir,
 			    strerror(errno));
 	}
 	int ret = admin_request(fd, op, all ? "all" : id);
@@ -413,7 +398,7 @@ int cli_queue(const struct config *cfg, int argc, char **argv)
 	if (strcmp(sub, "show") == 0) {
 		char id[17];
 		if (!parse_id(argv[2], id))
-			return fail("%s is not a queue id", argv[2]);
+			return cli_fail("%s is not a queue id", argv[2]);
 		return queue_show(cfg, id);
 	}
 	for (size_t i = 0; i < sizeof(admin_cmds) / sizeof(admin_cmds[0]); i++) {
@@ -454,11 +439,11 @@ int cli_status(const struct config *cfg, int argc, char **argv)
 		n = qstatus_print_status(qs, stdout, arg, json);
 		qstatus_close(&qs);
 		if (n < 0)
-			return fail("cannot read the delivery status");
+			return cli_fail("cannot read the delivery status");
 	} else if (json) {
 		fputs("[]\n", stdout);
 	}
 	if (n == 0)
-		return fail("no delivery status for %s", arg);
+		return cli_fail("no delivery status for %s", arg);
 	return 0;
 }

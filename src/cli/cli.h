@@ -7,6 +7,10 @@
 
 #include "lib-config/config.h"
 
+/* Prints "postern: MESSAGE" and a newline to stderr; returns EXIT_FAILURE
+ * (for `return cli_fail(...)`). */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* `postern init DIR [options]`; argv[0] = "init". Exit status. */
 int cli_init(int argc, char **argv);
 /* `postern queue list [--json] | show ID | retry ID|all | hold ID |

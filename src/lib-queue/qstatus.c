@@ -36,6 +36,9 @@ enum qs_stmt {
 	QS_STMT_LIST,
 	QS_STMT_STATUS_ID,
 	QS_STMT_STATUS_ADDR,
+	QS_STMT_RCPT_TEXTS,
+	QS_STMT_MSG_FINISHED,
+	QS_STMT_UNFINISHED,
 	QS_STMT_COUNT
 };
 
@@ -75,6 +78,10 @@ static const char schema_sql[] =
 	" r.remote_host, r.tls, r.updated_at"
 
 static const char *const stmt_sql[QS_STMT_COUNT] = {
+	[QS_STMT_RCPT_TEXTS] =
+		"SELECT last_reply, remote_host FROM recipients WHERE id = ?1 AND idx = ?2",
+	[QS_STMT_MSG_FINISHED] = "SELECT finished_at IS NOT NULL FROM messages WHERE id = ?1",
+	[QS_STMT_UNFINISHED] = "SELECT id FROM messages WHERE finished_at IS NULL",
 	[QS_STMT_MSG_INSERT] =
 		"INSERT OR IGNORE INTO messages (id, sender, size, queued_at, auth_user)"
 		" VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -477,15 +484,12 @@ int qstatus_retry(struct qstatus *qs, const char *id)
 int qstatus_rcpt_texts(struct qstatus *qs, const char *id, unsigned idx, char **last_reply_r,
 		       char **remote_host_r)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = qs_stmt(qs, QS_STMT_RCPT_TEXTS);
 	int ret = -1;
 	*last_reply_r = NULL;
 	*remote_host_r = NULL;
-	if (sqlite3_prepare_v2(qs->db, "SELECT last_reply, remote_host FROM recipients "
-				       "WHERE id = ?1 AND idx = ?2", -1, &st, NULL) != SQLITE_OK) {
-		qs_sql_error(qs, "reading a recipient");
+	if (st == NULL)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)idx);
 	int rc = sqlite3_step(st);
@@ -500,19 +504,16 @@ int qstatus_rcpt_texts(struct qstatus *qs, const char *id, unsigned idx, char **
 	} else {
 		qs_sql_error(qs, "reading a recipient");
 	}
-	sqlite3_finalize(st);
+	qs_done(st);
 	return ret;
 }
 
 int qstatus_is_finished(struct qstatus *qs, const char *id)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = qs_stmt(qs, QS_STMT_MSG_FINISHED);
 	int ret = -1;
-	if (sqlite3_prepare_v2(qs->db, "SELECT finished_at IS NOT NULL FROM messages WHERE id = ?1",
-			       -1, &st, NULL) != SQLITE_OK) {
-		qs_sql_error(qs, "reading a message");
+	if (st == NULL)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
@@ -521,19 +522,16 @@ int qstatus_is_finished(struct qstatus *qs, const char *id)
 		ret = 0;
 	else
 		qs_sql_error(qs, "reading a message");
-	sqlite3_finalize(st);
+	qs_done(st);
 	return ret;
 }
 
 int qstatus_unfinished(struct qstatus *qs, void (*cb)(const char *id, void *ctx), void *ctx)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = qs_stmt(qs, QS_STMT_UNFINISHED);
 	int n = 0, rc;
-	if (sqlite3_prepare_v2(qs->db, "SELECT id FROM messages WHERE finished_at IS NULL", -1,
-			       &st, NULL) != SQLITE_OK) {
-		qs_sql_error(qs, "listing unfinished messages");
+	if (st == NULL)
 		return -1;
-	}
 	/* Collected first: cb may write to the database. */
 	char (*ids)[17] = NULL;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -548,7 +546,7 @@ int qstatus_unfinished(struct qstatus *qs, void (*cb)(const char *id, void *ctx)
 		ids = grown;
 		memcpy(ids[n++], id, 17);
 	}
-	sqlite3_finalize(st);
+	qs_done(st);
 	if (rc != SQLITE_DONE) {
 		free(ids);
 		qs_sql_error(qs, "listing unfinished messages");
