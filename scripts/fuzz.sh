@@ -19,7 +19,7 @@ esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 build=${BUILD_DIR:-build-fuzz}
-all="fuzz-smtp-command fuzz-smtp-path fuzz-smtp-data fuzz-smtp-reply fuzz-spool fuzz-config fuzz-ipc fuzz-dns-packet"
+all="fuzz-smtp-command fuzz-smtp-path fuzz-smtp-data fuzz-smtp-reply fuzz-spool fuzz-config fuzz-ipc fuzz-dns-packet fuzz-imap-parser fuzz-imap-search fuzz-mime fuzz-pop3"
 fuzzers=${FUZZERS:-$all}
 
 # ---- tools: the project's build dependencies, clang and its fuzzer runtime

@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdbool.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "lib-account/account.h"
+#include "lib-store/quota.h"
 #include "lib-config/config.h"
 #include "lib/buf.h"
 #include "lib/limits.h"
@@ -48,7 +50,8 @@ static const char user_usage[] =
 	"usage: postern user add ADDRESS [--password-stdin]\n"
 	"       postern user passwd ADDRESS [--password-stdin]\n"
 	"       postern user del ADDRESS\n"
-	"       postern user list [DOMAIN]\n";
+	"       postern user list [DOMAIN]\n"
+	"       postern user quota ADDRESS [SIZE|unlimited|default] [--messages N|unlimited|default]\n";
 
 static const char alias_usage[] =
 	"usage: postern alias add ALIAS TARGET[,TARGET...] [TARGET...]\n"
@@ -310,6 +313,99 @@ static void ensure_postmaster(struct account_db *db, const char *user)
 		       alias, user);
 }
 
+/* "1G", "unlimited" (0), "default" (-1). 0 or -1. */
+static int quota_value(const char *s, bool size, int64_t *value_r)
+{
+	uint64_t v;
+	if (strcmp(s, "default") == 0) {
+		*value_r = -1;
+		return 0;
+	}
+	if (strcmp(s, "unlimited") == 0) {
+		*value_r = 0;
+		return 0;
+	}
+	if ((size ? str_to_size(s, &v) : str_to_u64(s, &v)) < 0 || v > INT64_MAX / 2)
+		return -1;
+	*value_r = (int64_t)v;
+	return 0;
+}
+
+static void print_quota_limit(const char *what, int64_t over, uint64_t def)
+{
+	uint64_t v = over >= 0 ? (uint64_t)over : def;
+	if (v == 0)
+		printf("%s: unlimited%s\n", what, over >= 0 ? "" : " (default)");
+	else
+		printf("%s: %" PRIu64 "%s\n", what, v, over >= 0 ? "" : " (default)");
+}
+
+/* postern user quota ADDRESS [SIZE] [--messages N]: shows, or sets, the
+ * account's limits (an override of mailbox.quota / mailbox.quota_messages)
+ * and shows its usage from the Maildir's maildirsize file. */
+static int cli_user_quota(const struct config *cfg, int argc, char **argv)
+{
+	const char *address = NULL, *size = NULL, *messages = NULL;
+	struct account_db *db = NULL;
+	const char *error;
+	int ret = EXIT_FAILURE;
+
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--messages") == 0 && i + 1 < argc)
+			messages = argv[++i];
+		else if (argv[i][0] == '-')
+			return usage(stderr, user_usage, EXIT_USAGE);
+		else if (address == NULL)
+			address = argv[i];
+		else if (size == NULL)
+			size = argv[i];
+		else
+			return usage(stderr, user_usage, EXIT_USAGE);
+	}
+	if (address == NULL)
+		return usage(stderr, user_usage, EXIT_USAGE);
+	if (db_open(cfg, &db) < 0)
+		return EXIT_FAILURE;
+	char addr[SMTP_ADDRESS_MAX + 1];
+	lcase_copy(address, addr, sizeof(addr));
+	int64_t b = -1, m = -1;
+	if (account_user_quota_get(db, addr, &b, &m) < 0) {
+		cli_fail("cannot read the quota of %s", addr);
+		goto out;
+	}
+	if (size != NULL || messages != NULL) {
+		if (size != NULL && quota_value(size, true, &b) < 0) {
+			cli_fail("%s: expected a size (e.g. 500M, 2G), unlimited or default", size);
+			goto out;
+		}
+		if (messages != NULL && quota_value(messages, false, &m) < 0) {
+			cli_fail("%s: expected a number, unlimited or default", messages);
+			goto out;
+		}
+		if (account_user_quota_set(db, addr, b, m, &error) < 0) {
+			cli_fail("%s", error);
+			goto out;
+		}
+		printf("changed quota of user %s\n", addr);
+	} else if (account_user_exists(db, addr) != 1) {
+		cli_fail("no such user %s", addr);
+		goto out;
+	}
+	print_quota_limit("storage limit (bytes)", b, cfg->quota_bytes);
+	print_quota_limit("message limit", m, cfg->quota_messages);
+	char root[4096];
+	uint64_t ub, um;
+	if (account_maildir_path(cfg->mail_dir, addr, root, sizeof(root)) == 0 &&
+	    access(root, F_OK) == 0 && maildir_quota_usage(root, &ub, &um) == 0)
+		printf("used: %" PRIu64 " bytes, %" PRIu64 " messages\n", ub, um);
+	else
+		printf("used: 0 bytes, 0 messages\n");
+	ret = EXIT_SUCCESS;
+out:
+	account_db_close(&db);
+	return ret;
+}
+
 int cli_user(const struct config *cfg, int argc, char **argv)
 {
 	struct account_db *db = NULL;
@@ -326,6 +422,8 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 	const char *sub = argv[1];
 	if (is_help(sub))
 		return usage(stdout, user_usage, EXIT_SUCCESS);
+	if (strcmp(sub, "quota") == 0)
+		return cli_user_quota(cfg, argc, argv);
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--password-stdin") == 0)
 			password_stdin = true;

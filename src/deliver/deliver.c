@@ -30,7 +30,9 @@
 
 #include "lib-config/config.h"
 #include "lib-queue/spool.h"
+#include "lib-account/account.h"
 #include "lib-store/maildir.h"
+#include "lib-store/quota.h"
 #include "deliver/remote.h"
 #include "lib/ipc.h"
 #include "lib/limits.h"
@@ -53,6 +55,7 @@ struct dlv_job {
 	bool recovered;         /* an earlier attempt may have written it */
 	bool already;           /* found in the Maildir, nothing written */
 	bool written;           /* tmp/<name> written, to be published */
+	uint64_t size;          /* octets written (for the quota) */
 	char name[MAILDIR_NAME_MAX];
 	char text[512];
 };
@@ -75,6 +78,7 @@ struct dlv_server {
 	size_t pending;                            /* waiting + in the batch */
 	struct dlv_batch batch;
 	struct remote *remote;                     /* the SMTP client */
+	struct account_db *db;                     /* quota overrides; pool thread only */
 };
 
 static void dlv_job_free(struct dlv_job *job)
@@ -104,11 +108,43 @@ static enum ipc_dlv_status dlv_errno_status(int err)
 	       IPC_DLV_TEMPFAIL;
 }
 
+/* Pool thread: would size more octets put the mailbox over its quota
+ * (mailbox.quota*, or the user's override in the account database)? Then
+ * the job fails, temporarily or for good as mailbox.quota_exceeded says
+ * (RFC 3463 X.2.2), and true is returned. Trouble reading the limits or the
+ * usage never blocks a delivery. */
+static bool dlv_over_quota(struct dlv_server *srv, struct dlv_job *job, uint64_t size)
+{
+	const struct config *cfg = srv->cfg;
+	const char *error;
+	int64_t b = -1, m = -1;
+
+	if (srv->db == NULL && account_db_open(cfg->db_path, false, &srv->db, &error) < 0) {
+		log_warn("quota: account database: %s; delivering without a quota check", error);
+		srv->db = NULL;
+	}
+	if (srv->db != NULL && account_user_quota_get(srv->db, job->mailbox, &b, &m) < 0)
+		log_warn("quota user=%s: lookup failed; using the default", job->mailbox);
+	uint64_t qb = b >= 0 ? (uint64_t)b : cfg->quota_bytes;
+	uint64_t qm = m >= 0 ? (uint64_t)m : cfg->quota_messages;
+	uint64_t ub, um;
+	if ((qb == 0 && qm == 0) || maildir_quota_usage(job->maildir, &ub, &um) < 0)
+		return false;
+	if ((qb == 0 || ub + size <= qb) && (qm == 0 || um + 1 <= qm))
+		return false;
+	bool perm = cfg->quota_exceeded == QUOTA_BOUNCE;
+	dlv_set(job, perm ? IPC_DLV_PERMFAIL : IPC_DLV_TEMPFAIL,
+		"%s mailbox full (%" PRIu64 " of %" PRIu64 " bytes, %" PRIu64 " messages used)",
+		perm ? "5.2.2" : "4.2.2", ub, qb, um);
+	return true;
+}
+
 /* Pool thread: everything of one delivery up to a written tmp/<name>
  * (fsync'ed when sync). Copies every thread-local error string into
  * job->text before returning. */
-static void dlv_prepare(const struct config *cfg, struct dlv_job *job, bool sync)
+static void dlv_prepare(struct dlv_server *srv, struct dlv_job *job, bool sync)
 {
+	const struct config *cfg = srv->cfg;
 	struct spool_envelope *env = NULL;
 	int fd = -1;
 	off_t off;
@@ -153,6 +189,9 @@ static void dlv_prepare(const struct config *cfg, struct dlv_job *job, bool sync
 		dlv_set(job, IPC_DLV_PERMFAIL, "sender or mailbox too long");
 		goto out;
 	}
+	job->size = (uint64_t)n + len;
+	if (dlv_over_quota(srv, job, job->size))
+		goto out;
 	if (maildir_write_tmp(job->maildir, job->name, prefix, (size_t)n, fd, off, len, sync,
 			      &error) < 0) {
 		dlv_set(job, dlv_errno_status(errno), "%s", error);
@@ -218,7 +257,7 @@ static void dlv_batch_run(struct workpool_job *wjob)
 
 	for (struct dlv_job *job = b->jobs; job != NULL; job = job->next) {
 		dlv_set(job, IPC_DLV_OK, "delivered");
-		dlv_prepare(cfg, job, sync);
+		dlv_prepare(b->srv, job, sync);
 	}
 	if (!sync)
 		dlv_sync_batch(b->jobs, true);
@@ -228,6 +267,9 @@ static void dlv_batch_run(struct workpool_job *wjob)
 		job->written = false;
 		if (maildir_publish(job->maildir, job->name, sync, &error) < 0)
 			dlv_set(job, dlv_errno_status(errno), "%s", error);
+		else if (maildir_quota_add(job->maildir, (int64_t)job->size, 1) < 0)
+			log_warn("quota %s: cannot record the delivery: %s", job->maildir,
+				 strerror(errno));
 	}
 	if (!sync)
 		dlv_sync_batch(b->jobs, false);
@@ -446,6 +488,7 @@ out:
 	remote_free(&srv.remote);
 	ipc_conn_free(&srv.conn);
 	workpool_free(&srv.pool, dlv_batch_drop);
+	account_db_close(&srv.db);   /* the pool's threads are gone */
 	dlv_free_list(srv.waiting);
 	struct event *evs[] = { srv.sigterm_ev, srv.sigint_ev };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)

@@ -28,6 +28,7 @@
 #include <event2/event.h>
 
 #include "lib-account/account.h"
+#include "lib-store/quota.h"
 #include "lib-config/config.h"
 #include "lib/ipc.h"
 #include "lib/limits.h"
@@ -235,6 +236,43 @@ static enum account_resolve_result dir_resolve(struct account_db *db, const char
 	return pm.res;
 }
 
+/* The limits of one account: its override, else the configured default. */
+static void dir_user_quota(struct dir_server *srv, const char *user, uint64_t *bytes_r,
+			   uint64_t *messages_r)
+{
+	int64_t b = -1, m = -1;
+	if (account_user_quota_get(srv->db, user, &b, &m) < 0)
+		log_error("quota user=%s: lookup failed; using the default", user);
+	*bytes_r = b >= 0 ? (uint64_t)b : srv->cfg->quota_bytes;
+	*messages_r = m >= 0 ? (uint64_t)m : srv->cfg->quota_messages;
+}
+
+/* Is every local target over its quota (RFC 5321 452 4.2.2 / 552 5.2.2 at
+ * RCPT)? An alias with one full member among others is accepted: the
+ * deliverer refuses that member alone. Usage comes from each Maildir's
+ * maildirsize (lib-store/quota.h). */
+static bool dir_targets_full(struct dir_server *srv, const struct account_targets *t)
+{
+	unsigned local = 0, full = 0;
+	for (size_t i = 0; i < t->count; i++) {
+		if (!t->v[i].local)
+			continue;
+		local++;
+		uint64_t qb, qm, ub, um;
+		char root[4096];
+		dir_user_quota(srv, t->v[i].address, &qb, &qm);
+		if (qb == 0 && qm == 0)
+			continue;
+		if (account_maildir_path(srv->cfg->mail_dir, t->v[i].address, root,
+					 sizeof(root)) < 0 ||
+		    maildir_quota_usage(root, &ub, &um) < 0)
+			continue;
+		if ((qb != 0 && ub >= qb) || (qm != 0 && um >= qm))
+			full++;
+	}
+	return local > 0 && full == local;
+}
+
 static void dir_rcpt(struct dir_client *c, uint64_t id, const char *address)
 {
 	struct account_targets t = { NULL, 0 };
@@ -242,7 +280,10 @@ static void dir_rcpt(struct dir_client *c, uint64_t id, const char *address)
 	struct ipc_writer w;
 
 	switch (dir_resolve(c->srv->db, address, &t)) {
-	case ACCOUNT_RESOLVE_OK: res = IPC_RCPT_OK; break;
+	case ACCOUNT_RESOLVE_OK:
+		res = dir_targets_full(c->srv, &t) ? c->srv->cfg->quota_exceeded == QUOTA_BOUNCE
+			? IPC_RCPT_OVER_QUOTA_PERM : IPC_RCPT_OVER_QUOTA : IPC_RCPT_OK;
+		break;
 	case ACCOUNT_RESOLVE_NO_SUCH_USER: res = IPC_RCPT_NO_SUCH_USER; break;
 	case ACCOUNT_RESOLVE_NOT_LOCAL: res = IPC_RCPT_NOT_LOCAL; break;
 	case ACCOUNT_RESOLVE_ERROR: res = IPC_RCPT_TEMPFAIL; break;
@@ -301,10 +342,15 @@ static void dir_auth_finish(struct dir_auth_job *job, bool reply)
 					   IPC_AUTH_TEMPFAIL;
 		if (job->result < 0)
 			log_error("auth user=%s: stored password hash is unusable", job->user);
+		uint64_t qb = 0, qm = 0;
+		if (res == IPC_AUTH_OK)
+			dir_user_quota(c->srv, job->user, &qb, &qm);
 		struct ipc_writer w;
 		ipc_writer_init(&w);
 		ipc_put_u32(&w, res);
 		ipc_put_str(&w, job->user);
+		ipc_put_u64(&w, qb);
+		ipc_put_u32(&w, (uint32_t)(qm > UINT32_MAX ? UINT32_MAX : qm));
 		dir_reply(c, job->req_id, &w);
 	}
 	if (--c->auth_pending == 0 && c->conn == NULL)

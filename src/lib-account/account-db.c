@@ -41,6 +41,11 @@ static const char schema_sql[] =
 	"  targets TEXT NOT NULL,"           /* normalised "a@x,b@y" */
 	"  created INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS aliases_domain ON aliases(domain);"
+	/* Per-user quota overrides; absent: the configured default. */
+	"CREATE TABLE IF NOT EXISTS user_quota ("
+	"  address TEXT PRIMARY KEY NOT NULL REFERENCES users(address) ON DELETE CASCADE,"
+	"  bytes INTEGER NOT NULL,"          /* -1: the default; 0: unlimited */
+	"  messages INTEGER NOT NULL);"
 	"INSERT OR IGNORE INTO schema_version (component, version) VALUES ('account', 1);";
 
 static const char *const stmt_sql[ACCOUNT_STMT_COUNT] = {
@@ -68,6 +73,11 @@ static const char *const stmt_sql[ACCOUNT_STMT_COUNT] = {
 	[ACCOUNT_STMT_ALIAS_DELETE] = "DELETE FROM aliases WHERE alias = ?1",
 	[ACCOUNT_STMT_ALIAS_LIST] =
 		"SELECT alias, targets FROM aliases ORDER BY domain, alias",
+	[ACCOUNT_STMT_QUOTA_GET] = "SELECT bytes, messages FROM user_quota WHERE address = ?1",
+	[ACCOUNT_STMT_QUOTA_SET] =
+		"INSERT INTO user_quota (address, bytes, messages) VALUES (?1, ?2, ?3)"
+		" ON CONFLICT(address) DO UPDATE SET bytes = ?2, messages = ?3",
+	[ACCOUNT_STMT_QUOTA_DEL] = "DELETE FROM user_quota WHERE address = ?1",
 };
 
 /* account_db_open has no db to keep its error in yet. */

@@ -519,3 +519,79 @@ int account_alias_list(struct account_db *db,
 	account_stmt_done(st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
+
+/* ---- quota overrides ---- */
+
+int account_user_quota_set(struct account_db *db, const char *address, int64_t bytes,
+			   int64_t messages, const char **error_r)
+{
+	char addr[SMTP_ADDRESS_MAX + 1];
+
+	if (account_address_normalize(db, address, false, addr, error_r) < 0)
+		return -1;
+	int found = account_user_lookup(db, addr);
+	if (found <= 0) {
+		if (found == 0)
+			account_error(db, "no such user %s", addr);
+		*error_r = db->error;
+		return -1;
+	}
+	bool reset = bytes < 0 && messages < 0;
+	sqlite3_stmt *st = account_stmt(db, reset ? ACCOUNT_STMT_QUOTA_DEL
+						  : ACCOUNT_STMT_QUOTA_SET);
+	sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+	if (!reset) {
+		sqlite3_bind_int64(st, 2, bytes);
+		sqlite3_bind_int64(st, 3, messages);
+	}
+	if (step_write(db, st, "setting a quota") != 0) {
+		*error_r = db->error;
+		return -1;
+	}
+	return 0;
+}
+
+int account_user_quota_get(struct account_db *db, const char *address, int64_t *bytes_r,
+			   int64_t *messages_r)
+{
+	sqlite3_stmt *st = account_stmt(db, ACCOUNT_STMT_QUOTA_GET);
+	int ret;
+
+	*bytes_r = -1;
+	*messages_r = -1;
+	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*bytes_r = sqlite3_column_int64(st, 0);
+		*messages_r = sqlite3_column_int64(st, 1);
+		ret = 1;
+	} else if (rc == SQLITE_DONE) {
+		ret = 0;
+	} else {
+		account_sql_error(db, "reading a quota");
+		ret = -1;
+	}
+	account_stmt_done(st);
+	return ret;
+}
+
+int account_maildir_path(const char *mail_dir, const char *address, char *out, size_t size)
+{
+	const char *at = strrchr(address, '@');
+	if (at == NULL || at == address || at[1] == '\0')
+		return -1;
+	size_t llen = (size_t)(at - address);
+	const char *domain = at + 1;
+	/* The address comes from our own database, but a path must never
+	 * leave the mail directory whatever it holds. */
+	if (memchr(address, '/', llen) != NULL || strchr(domain, '/') != NULL ||
+	    address[0] == '.' || domain[0] == '.')
+		return -1;
+	int n = snprintf(out, size, "%s/%s/%.*s", mail_dir, domain, (int)llen, address);
+	return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+int account_user_exists(struct account_db *db, const char *address)
+{
+	return account_user_lookup(db, address);
+}

@@ -29,6 +29,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lib/limits.h"
 
@@ -156,6 +157,25 @@ int account_user_get_hash(struct account_db *db, const char *address, char **has
  * alias (loop, too deep).
  */
 int account_sender_allowed(struct account_db *db, const char *user, const char *sender);
+
+/*
+ * Quota overrides per user (the configured mailbox.quota* apply otherwise).
+ * bytes/messages: 0 = unlimited, -1 = the default for that resource;
+ * setting both to -1 removes the override. get: 1 and the override (a
+ * field may be -1), 0 no override (both -1), -1 database error.
+ */
+int account_user_quota_set(struct account_db *db, const char *address, int64_t bytes,
+			   int64_t messages, const char **error_r);
+int account_user_quota_get(struct account_db *db, const char *address, int64_t *bytes_r,
+			   int64_t *messages_r);
+
+/* 1 when address (lower case) is a user, 0 when not, -1 on a database error. */
+int account_user_exists(struct account_db *db, const char *address);
+
+/* The Maildir of a canonical user address: "MAIL_DIR/<domain>/<local>".
+ * 0, or -1 for an address that cannot be a path (no '@', a '/', a leading
+ * '.') or a result that does not fit. */
+int account_maildir_path(const char *mail_dir, const char *address, char *out, size_t size);
 
 /*
  * Passwords: libsodium argon2id with OPSLIMIT_INTERACTIVE and

@@ -22,7 +22,8 @@
 #include "lib/util.h"
 
 enum setting_type { SET_STRING, SET_PATH, SET_ADDRESS, SET_UINT, SET_SIZE, SET_DURATION,
-		    SET_BARE_LF, SET_SYNC_METHOD, SET_LOG_TARGET, SET_LOG_LEVEL, SET_TLS_POLICY };
+		    SET_BARE_LF, SET_SYNC_METHOD, SET_LOG_TARGET, SET_LOG_LEVEL, SET_TLS_POLICY,
+		    SET_QUOTA_POLICY };
 
 struct setting {
 	const char *key;
@@ -85,6 +86,15 @@ static const struct setting settings[] = {
 	S("queue.lifetime", SET_DURATION, "5d", queue_lifetime, 1, 90 * 86400),
 	S("queue.delay_warning", SET_DURATION, "4h", delay_warning, 0, 90 * 86400),
 	S("queue.status_retention", SET_DURATION, "30d", status_retention, 0, 3650u * 86400),
+	S("imapd_workers", SET_UINT, "0", imapd_workers, 0, 64),
+	S("imap.max_append_size", SET_SIZE, "50M", imap_max_append_size, 1024, 2ull << 30),
+	S("imap.timeout", SET_DURATION, "30m", imap_timeout, 60, 86400),
+	S("imap.login_timeout", SET_DURATION, "60", imap_login_timeout, 5, 3600),
+	S("imap.max_connections_per_user", SET_UINT, "20", imap_max_per_user, 1, 10000),
+	S("pop3.timeout", SET_DURATION, "10m", pop3_timeout, 60, 86400),
+	S("mailbox.quota", SET_SIZE, "1G", quota_bytes, 0, UINT64_MAX / 2),
+	S("mailbox.quota_messages", SET_UINT, "0", quota_messages, 0, UINT32_MAX),
+	S("mailbox.quota_exceeded", SET_QUOTA_POLICY, "tempfail", quota_exceeded, 0, 0),
 };
 
 static const char *const listener_names[LISTENER_COUNT] = {
@@ -223,6 +233,14 @@ static const char *setting_apply(struct config *cfg, const struct setting *s, co
 		*(enum tls_policy *)(void *)field = (enum tls_policy)p;
 		return NULL;
 	}
+	case SET_QUOTA_POLICY:
+		if (strcmp(value, "tempfail") == 0)
+			cfg->quota_exceeded = QUOTA_TEMPFAIL;
+		else if (strcmp(value, "bounce") == 0)
+			cfg->quota_exceeded = QUOTA_BOUNCE;
+		else
+			return "must be tempfail or bounce";
+		return NULL;
 	case SET_BARE_LF:
 		if (strcmp(value, "reject") == 0)
 			cfg->bare_lf = BARE_LF_REJECT;
@@ -415,8 +433,9 @@ int config_load(const char *path, struct config **config_r, char **errors_r)
 			CONFIG_ERROR("%s: data_dir is required\n", path);
 		if (cfg->hostname == NULL)
 			CONFIG_ERROR("%s: hostname is required\n", path);
-		bool tls_needed = cfg->listen[LISTENER_SMTP] || cfg->listen[LISTENER_SUBMISSION] ||
-				  cfg->listen[LISTENER_SUBMISSIONS];
+		bool tls_needed = false;
+		for (unsigned k = 0; k < LISTENER_COUNT; k++)
+			tls_needed |= k != LISTENER_HTTP && cfg->listen[k] != NULL;
 		if (tls_needed && (cfg->tls_cert == NULL || cfg->tls_key == NULL))
 			CONFIG_ERROR("%s: tls.cert and tls.key are required\n", path);
 		if (cfg->retry_min > cfg->retry_max)
@@ -505,7 +524,12 @@ int config_write_default(const char *path, const struct config_init *init)
 	if (init->smarthost != NULL)
 		buf_printf(&b, "outbound.smarthost = %s\n", init->smarthost);
 	buf_printf(&b, "outbound.tls = may\n"
-		       "queue.lifetime = 5d\n");
+		       "queue.lifetime = 5d\n"
+		       "\n# Mailboxes (IMAP, POP3): per-account quota; `postern user quota`\n"
+		       "# overrides it for one account.\n"
+		       "mailbox.quota = 1G\n"
+		       "mailbox.quota_exceeded = tempfail\n"
+		       "imap.max_append_size = 50M\n");
 	int ret = -1;
 	FILE *f = fopen(path, "wx");
 	if (f != NULL) {

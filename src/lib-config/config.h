@@ -36,6 +36,10 @@ enum sync_method { SYNC_SYNCFS, SYNC_FSYNC };
  * for the MX host name. Same order as enum ipc_tls_policy. */
 enum tls_policy { TLS_POLICY_NONE, TLS_POLICY_MAY, TLS_POLICY_ENCRYPT, TLS_POLICY_VERIFY };
 
+/* Mail for a full mailbox: 452 4.2.2 (the sender retries; default) or
+ * 552 5.2.2 (refused for good). */
+enum quota_policy { QUOTA_TEMPFAIL, QUOTA_BOUNCE };
+
 /* "outbound.domain.NAME = tls=verify concurrency=2 rate=30 smarthost=HOST:PORT":
  * what an operator sets for one destination domain; unset fields take the
  * global outbound.* values. */
@@ -97,6 +101,17 @@ struct config {
 	unsigned status_retention;      /* seconds a finished message's status is kept */
 	struct outbound_domain *domains;
 	size_t ndomains;
+
+	/* mailbox access (IMAP, POP3) and quota */
+	unsigned imapd_workers;         /* 0: one per core */
+	uint64_t imap_max_append_size;  /* one APPEND literal; refused before it is read */
+	unsigned imap_timeout;          /* seconds of inactivity after login (RFC 9051: >= 30m) */
+	unsigned imap_login_timeout;    /* seconds before login, IMAP and POP3 */
+	unsigned imap_max_per_user;     /* IMAP+POP3 sessions of one account */
+	unsigned pop3_timeout;          /* RFC 1939: >= 10 minutes */
+	uint64_t quota_bytes;           /* per account default; 0: unlimited */
+	unsigned quota_messages;        /* per account default; 0: unlimited */
+	enum quota_policy quota_exceeded;
 };
 
 /* The operator's settings for domain (case-insensitive), or NULL. */

@@ -48,6 +48,12 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->max_recipients, 100);
 	assert_int_equal(cfg->command_timeout, 300);
 	assert_int_equal(cfg->bare_lf, BARE_LF_REJECT);
+	assert_true(cfg->quota_bytes == 1024ull * 1024 * 1024);
+	assert_int_equal(cfg->quota_messages, 0);
+	assert_int_equal(cfg->quota_exceeded, QUOTA_TEMPFAIL);
+	assert_true(cfg->imap_max_append_size == 50ull * 1024 * 1024);
+	assert_int_equal(cfg->imap_timeout, 1800);
+	assert_int_equal(cfg->pop3_timeout, 600);
 	config_free(&cfg);
 	assert_null(cfg);
 	unlink(path);
@@ -61,7 +67,8 @@ static void test_values(void **state)
 	assert_int_equal(write_conf(BASE "# comment\n\n  smtp.max_message_size = 10M  \n"
 				    "smtp.command_timeout = 2m\nsmtp.bare_lf = normalize\n"
 				    "listen.submission = [::1]:2587\nlisten.imap = off\n"
-				    "user = postern\n"),
+				    "user = postern\nmailbox.quota = 0\nmailbox.quota_exceeded = bounce\n"
+				    "imap.max_append_size = 1M\nmailbox.quota_messages = 500\n"),
 			 0);
 	assert_int_equal(config_load(path, &cfg, &errors), 0);
 	assert_true(cfg->max_message_size == 10u * 1024 * 1024);
@@ -70,6 +77,10 @@ static void test_values(void **state)
 	assert_string_equal(cfg->listen[LISTENER_SUBMISSION], "[::1]:2587");
 	assert_null(cfg->listen[LISTENER_IMAP]);
 	assert_string_equal(cfg->run_user, "postern");
+	assert_true(cfg->quota_bytes == 0);
+	assert_int_equal(cfg->quota_exceeded, QUOTA_BOUNCE);
+	assert_true(cfg->imap_max_append_size == 1024 * 1024);
+	assert_int_equal(cfg->quota_messages, 500);
 	config_free(&cfg);
 	unlink(path);
 }
@@ -95,6 +106,11 @@ static void test_errors(void **state)
 		{ "relative path", BASE "mail_dir = mail\n", "must be an absolute path" },
 		{ "bad enum", BASE "smtp.bare_lf = maybe\n", "must be reject or normalize" },
 		{ "missing data_dir", "hostname = a\n", "data_dir is required" },
+		{ "bad quota policy", BASE "mailbox.quota_exceeded = drop\n",
+		  "must be tempfail or bounce" },
+		{ "imap timeout too short", BASE "imap.timeout = 10\n", "value out of range" },
+		{ "imap needs tls", "hostname = a\ndata_dir = /x\nlisten.imaps = 127.0.0.1:993\n",
+		  "tls.cert and tls.key are required" },
 		{ "missing tls", "hostname = a\ndata_dir = /x\nlisten.smtp = 127.0.0.1:25\n",
 		  "tls.cert and tls.key are required" },
 	};

@@ -350,7 +350,8 @@ int maildir_has(const char *path, const char *name)
 			return -1;
 	}
 
-	/* cur/<name>:<info> — the reader added flags (":2,S"). */
+	/* cur/<name>:<info> — the reader added flags (":2,S") — or
+	 * cur/<name>,U=<uid>:2,<flags> — the store assigned a UID. */
 	if (path_join(file, sizeof(file), path, "cur", NULL) < 0)
 		return -1;
 	DIR *dir = opendir(file);
@@ -366,7 +367,11 @@ int maildir_has(const char *path, const char *name)
 				ret = -1;
 			break;
 		}
-		if (strncmp(d->d_name, name, nlen) == 0 && d->d_name[nlen] == ':') {
+		/* "<name>:<info>" (a reader's flags) or "<name>,U=<uid>..." (the
+		 * store's renamed form, mstore.h) */
+		if (strncmp(d->d_name, name, nlen) == 0 &&
+		    (d->d_name[nlen] == ':' || d->d_name[nlen] == ',' ||
+		     d->d_name[nlen] == '\0')) {
 			ret = 1;
 			break;
 		}

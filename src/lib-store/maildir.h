@@ -63,8 +63,9 @@ int maildir_write_tmp(const char *path, const char *name, const char *prefix,
 int maildir_publish(const char *path, const char *name, bool sync, const char **error_r);
 void maildir_discard_tmp(const char *path, const char *name);
 
-/* Recovery check: 1 if path/new/<name>, path/cur/<name> or
- * path/cur/<name>:<info> (e.g. ":2,S") exists, 0 if not (also when the
+/* Recovery check: 1 if path/new/<name>, path/cur/<name>,
+ * path/cur/<name>:<info> (e.g. ":2,S") or path/cur/<name>,<...> (the
+ * store's "<name>,U=<uid>:2,<flags>", mstore.h) exists, 0 if not (also when the
  * Maildir does not exist), -1 with errno on another error. Scans cur/, so
  * it costs O(messages in cur/); meant for recovery, not the common path. */
 int maildir_has(const char *path, const char *name);

@@ -313,6 +313,10 @@ static const struct has_case has_cases[] = {
 	{ "longer name in cur/", "cur", "%sX:2,S", 0 },
 	{ "longer name in new/", "new", "%s0", 0 },
 	{ "shorter name in cur/", "cur", "1.0123456789ABCDEFR1:2,S", 0 },
+	/* renamed by the store (mstore.h): "<name>,U=<uid>:2,<flags>" */
+	{ "in cur/ with UID", "cur", "%s,U=7:2,S", 1 },
+	{ "in cur/ with UID, no info", "cur", "%s,U=7", 1 },
+	{ "longer name with UID", "cur", "%sX,U=7:2,", 0 },
 };
 
 static void test_has(void **state)

@@ -34,14 +34,28 @@
 
 #include "deliver/deliver.h"
 #include "directory/directory.h"
+#include "imapd/imapd.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib-tls/tls.h"
 #include "queue/queue.h"
 #include "smtpd/smtpd.h"
 
-enum child_role { ROLE_DIRECTORY, ROLE_QUEUE, ROLE_DELIVER, ROLE_SMTPD };
-static const char *const role_names[] = { "directory", "queue", "deliver", "smtpd" };
+enum child_role { ROLE_DIRECTORY, ROLE_QUEUE, ROLE_DELIVER, ROLE_SMTPD, ROLE_IMAPD };
+static const char *const role_names[] = { "directory", "queue", "deliver", "smtpd", "imapd" };
+
+/* The front-end roles serve clients on the listeners: they stop first,
+ * are replaced on reload, and hold the TLS context. */
+static bool role_is_frontend(enum child_role role)
+{
+	return role == ROLE_SMTPD || role == ROLE_IMAPD;
+}
+
+static bool kind_is_mail_access(enum listener_kind kind)
+{
+	return kind == LISTENER_IMAP || kind == LISTENER_IMAPS || kind == LISTENER_POP3 ||
+	       kind == LISTENER_POP3S;
+}
 
 #define MASTER_MAX_CHILDREN 80
 
@@ -177,12 +191,41 @@ static void master_drop_privileges(void)
 		fatal("privileges were not dropped");
 }
 
-static unsigned master_smtpd_count(void)
+static struct child *master_child_new(enum child_role role);
+static void master_spawn(struct child *c);
+
+/* Workers of a front-end role: as configured, else one per core; none
+ * when the role has no listener. */
+static unsigned master_worker_count(enum child_role role)
 {
-	if (M.cfg->smtpd_workers > 0)
-		return M.cfg->smtpd_workers;
+	bool any = false;
+	for (unsigned i = 0; i < M.nlisteners; i++)
+		any |= kind_is_mail_access(M.listeners[i].kind) == (role == ROLE_IMAPD);
+	if (!any)
+		return 0;
+	unsigned conf = role == ROLE_IMAPD ? M.cfg->imapd_workers : M.cfg->smtpd_workers;
+	if (conf > 0)
+		return conf;
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	return n < 1 ? 1 : n > 16 ? 16 : (unsigned)n;
+}
+
+/* Starts the workers of a front-end role; returns how many started. */
+static unsigned master_start_workers(enum child_role role)
+{
+	unsigned n = master_worker_count(role);
+	for (unsigned i = 0; i < n; i++) {
+		struct child *c = master_child_new(role);
+		if (c == NULL) {
+			/* Retiring workers still hold sessions from earlier
+			 * reloads; they free their slots as those end. */
+			log_error("no free process slot for a new %s worker (limit %u); "
+				  "started %u of %u", role_names[role], MASTER_MAX_CHILDREN, i, n);
+			return i;
+		}
+		master_spawn(c);
+	}
+	return n;
 }
 
 static void master_child_run(enum child_role role)
@@ -204,10 +247,23 @@ static void master_child_run(enum child_role role)
 	if (event_reinit(M.base) < 0)
 		fatal("event_reinit failed");
 	master_free_events();
-	if (role != ROLE_SMTPD) {
-		/* Only the smtpd workers need the sockets and the key. */
-		for (unsigned i = 0; i < M.nlisteners; i++)
+	/* Each front-end keeps the sockets of its own listeners and the key;
+	 * the back-end processes keep neither. */
+	for (unsigned i = 0; i < M.nlisteners; i++) {
+		bool mine = role_is_frontend(role) &&
+			    kind_is_mail_access(M.listeners[i].kind) == (role == ROLE_IMAPD);
+		if (!mine) {
 			close(M.listeners[i].fd);
+			M.listeners[i].fd = -1;
+		}
+	}
+	unsigned nmine = 0;
+	for (unsigned i = 0; i < M.nlisteners; i++) {
+		if (M.listeners[i].fd >= 0)
+			M.listeners[nmine++] = M.listeners[i];
+	}
+	M.nlisteners = nmine;
+	if (!role_is_frontend(role)) {
 		SSL_CTX_free(M.tls_ctx);
 		M.tls_ctx = NULL;
 	}
@@ -230,10 +286,19 @@ static void master_child_run(enum child_role role)
 		break;
 	case ROLE_SMTPD:
 		status = smtpd_main(M.cfg, M.tls_ctx, M.listeners, M.nlisteners);
-		for (unsigned i = 0; i < M.nlisteners; i++)
-			close(M.listeners[i].fd);
+		break;
+	case ROLE_IMAPD: {
+		struct imapd_listener l[LISTENER_COUNT * 4];
+		for (unsigned i = 0; i < M.nlisteners; i++) {
+			l[i].fd = M.listeners[i].fd;
+			l[i].kind = M.listeners[i].kind;
+		}
+		status = imapd_main(M.cfg, M.tls_ctx, l, M.nlisteners);
 		break;
 	}
+	}
+	for (unsigned i = 0; i < M.nlisteners; i++)
+		close(M.listeners[i].fd);
 	SSL_CTX_free(M.tls_ctx);
 	config_free(&M.cfg);
 	exit(status);
@@ -289,28 +354,28 @@ static void master_child_release(struct child *c)
 	c->used = false;
 }
 
-static bool master_any_running(bool smtpd_only)
+static bool master_any_running(bool frontend_only)
 {
 	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
 		const struct child *c = &M.children[i];
-		if (c->used && c->pid != 0 && (!smtpd_only || c->role == ROLE_SMTPD))
+		if (c->used && c->pid != 0 && (!frontend_only || role_is_frontend(c->role)))
 			return true;
 	}
 	return false;
 }
 
-static void master_signal_children(int sig, bool smtpd)
+static void master_signal_children(int sig, bool frontend)
 {
 	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
 		const struct child *c = &M.children[i];
-		if (c->used && c->pid != 0 && (c->role == ROLE_SMTPD) == smtpd)
+		if (c->used && c->pid != 0 && role_is_frontend(c->role) == frontend)
 			kill(c->pid, sig);
 	}
 }
 
 static void master_stop_step(void)
 {
-	/* Stage 1: smtpd workers finish what they accepted. Stage 2: the
+	/* Stage 1: smtpd and imapd workers finish what they accepted. Stage 2: the
 	 * back-end processes. Then the loop ends. */
 	if (M.stop_stage == 1 && !master_any_running(true)) {
 		M.stop_stage = 2;
@@ -431,10 +496,9 @@ static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	/* Old workers stop accepting and finish their sessions; new ones
 	 * start with the new configuration and certificate. */
-	unsigned n = master_smtpd_count();
 	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
 		struct child *c = &M.children[i];
-		if (c->used && c->role == ROLE_SMTPD && !c->retiring) {
+		if (c->used && role_is_frontend(c->role) && !c->retiring) {
 			c->retiring = true;
 			if (c->pid != 0)
 				kill(c->pid, SIGUSR1);
@@ -442,18 +506,9 @@ static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 				master_child_release(c);
 		}
 	}
-	for (unsigned i = 0; i < n; i++) {
-		struct child *c = master_child_new(ROLE_SMTPD);
-		if (c == NULL) {
-			/* Retiring workers still hold sessions from earlier
-			 * reloads; they free their slots as those end. */
-			log_error("reload: no free process slot for a new smtpd worker "
-				  "(limit %u); started %u of %u", MASTER_MAX_CHILDREN, i, n);
-			break;
-		}
-		master_spawn(c);
-	}
-	log_info("reload: configuration re-read, smtpd workers replaced");
+	master_start_workers(ROLE_SMTPD);
+	master_start_workers(ROLE_IMAPD);
+	log_info("reload: configuration re-read, smtpd and imapd workers replaced");
 }
 
 int master_serve(struct config *cfg)
@@ -475,20 +530,21 @@ int master_serve(struct config *cfg)
 		fatal("cannot create mail or spool directory: %s", strerror(errno));
 	master_prepare_user();
 
-	static const enum listener_kind smtp_kinds[] = { LISTENER_SMTP, LISTENER_SUBMISSION,
-							 LISTENER_SUBMISSIONS };
-	for (unsigned i = 0; i < sizeof(smtp_kinds) / sizeof(smtp_kinds[0]); i++) {
-		const char *addr = cfg->listen[smtp_kinds[i]];
-		if (addr != NULL && master_bind(addr, smtp_kinds[i]) > 0)
-			log_info("listening %s on %s", listener_kind_name(smtp_kinds[i]), addr);
-	}
-	for (unsigned k = LISTENER_IMAP; k < LISTENER_COUNT; k++) {
-		if (cfg->listen[k] != NULL)
-			log_warn("listen.%s = %s: this listener is not implemented yet; ignored",
-				 listener_kind_name((enum listener_kind)k), cfg->listen[k]);
+	for (unsigned k = 0; k < LISTENER_COUNT; k++) {
+		const char *addr = cfg->listen[k];
+		if (addr == NULL)
+			continue;
+		if (k == LISTENER_HTTP) {
+			log_warn("listen.http = %s: this listener is not implemented yet; ignored",
+				 addr);
+			continue;
+		}
+		if (master_bind(addr, (enum listener_kind)k) > 0)
+			log_info("listening %s on %s", listener_kind_name((enum listener_kind)k),
+				 addr);
 	}
 	if (M.nlisteners == 0)
-		fatal("no SMTP listener configured");
+		fatal("no listener configured");
 
 	/* DESIGN.md: the master loads the TLS keys. A broken certificate is a
 	 * clear start-up error, and the workers share the loaded context. */
@@ -513,10 +569,9 @@ int master_serve(struct config *cfg)
 	master_spawn(master_child_new(ROLE_DIRECTORY));
 	master_spawn(master_child_new(ROLE_QUEUE));
 	master_spawn(master_child_new(ROLE_DELIVER));
-	unsigned n = master_smtpd_count();
-	for (unsigned i = 0; i < n; i++)
-		master_spawn(master_child_new(ROLE_SMTPD));
-	log_info("postern ready: %u smtpd workers", n);
+	unsigned n = master_start_workers(ROLE_SMTPD);
+	unsigned ni = master_start_workers(ROLE_IMAPD);
+	log_info("postern ready: %u smtpd workers, %u imapd workers", n, ni);
 
 	event_base_dispatch(M.base);
 

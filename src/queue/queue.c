@@ -341,21 +341,6 @@ static void queue_msg_forget(struct queue *q, struct queue_msg *m)
 	queue_msg_check_done(q, m);
 }
 
-/* Builds DATA/mail/<domain>/<localpart> for a canonical user address;
- * -1 for anything that could escape the mail directory. */
-static int queue_maildir_path(const struct queue *q, const char *mailbox, struct buf *out)
-{
-	const char *at = strrchr(mailbox, '@');
-	if (at == NULL || at == mailbox || at[1] == '\0')
-		return -1;
-	size_t llen = (size_t)(at - mailbox);
-	const char *domain = at + 1;
-	if (memchr(mailbox, '/', llen) != NULL || strchr(domain, '/') != NULL ||
-	    mailbox[0] == '.' || domain[0] == '.')
-		return -1;
-	return buf_printf(out, "%s/%s/%.*s", q->cfg->mail_dir, domain, (int)llen, mailbox);
-}
-
 bool queue_msg_check_done(struct queue *q, struct queue_msg *m)
 {
 	if (m->jobs > 0 || m->writer != NULL || m->committing || !m->committed)
@@ -395,13 +380,12 @@ static void queue_dispatch(struct queue *q)
 			if (m->rcpts[i].state != RCPT_PENDING || m->rcpts[i].next_attempt > now ||
 			    m->env->rcpts[i].mailbox == NULL)
 				continue;
-			struct buf path;
-			buf_init(&path, 4096);
-			if (queue_maildir_path(q, m->env->rcpts[i].mailbox, &path) < 0) {
+			char path[4096];
+			if (account_maildir_path(q->cfg->mail_dir, m->env->rcpts[i].mailbox, path,
+						 sizeof(path)) < 0) {
 				queue_rcpt_final(q, m, i, QS_BOUNCED,
 						 "5.3.0 unusable mailbox name; not delivered", NULL,
 						 NULL);
-				buf_free(&path);
 				continue;
 			}
 			struct ipc_writer w;
@@ -409,14 +393,13 @@ static void queue_dispatch(struct queue *q)
 			ipc_put_str(&w, m->id);
 			ipc_put_u32(&w, (uint32_t)i);
 			ipc_put_str(&w, m->env->rcpts[i].mailbox);
-			ipc_put_str(&w, path.data);
+			ipc_put_str(&w, path);
 			ipc_put_u32(&w, m->recovered ? IPC_DLV_RECOVERED : 0);
 			if (ipc_send(q->deliverer, IPC_DLV_REQUEST, 0, &w) == 0) {
 				m->rcpts[i].state = RCPT_INFLIGHT;
 				q->inflight++;
 			}
 			ipc_writer_free(&w);
-			buf_free(&path);
 		}
 		queue_schedule_remote(q, m, now);
 		queue_msg_check_done(q, m);

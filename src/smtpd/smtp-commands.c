@@ -757,6 +757,12 @@ static void smtp_rcpt_result(struct smtp_session *s, struct ipc_reader *r)
 	case IPC_RCPT_NO_SUCH_USER:
 		smtp_reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown", addr);
 		return;
+	case IPC_RCPT_OVER_QUOTA:
+		smtp_reply(s, 452, "4.2.2", "<%s>: Mailbox full", addr);
+		return;
+	case IPC_RCPT_OVER_QUOTA_PERM:
+		smtp_reply(s, 552, "5.2.2", "<%s>: Mailbox full", addr);
+		return;
 	case IPC_RCPT_NOT_LOCAL:
 		if (s->auth_user != NULL) {
 			if (smtp_txn_add_rcpt(&s->txn, addr, NULL, orcpt, notify) < 0) {

@@ -13,6 +13,7 @@ POSTERN_BIN overrides the binary (default: <repo>/build/postern).
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,7 +36,9 @@ from helpers import (  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMTP_LISTENERS = ("smtp", "submission", "submissions")
-OFF_LISTENERS = ("imap", "imaps", "pop3", "pop3s", "http")
+MAIL_LISTENERS = ("imap", "imaps", "pop3", "pop3s")
+ON_LISTENERS = SMTP_LISTENERS + MAIL_LISTENERS
+OFF_LISTENERS = ("http",)
 
 CRASH_PATTERNS = [
     re.compile(r"AddressSanitizer"),
@@ -114,7 +117,7 @@ class Postern:
         self.hostname = hostname
         self.domain = domain
         self.tls = tls  # dict: ca, cert, key
-        self.ports = {name: free_port() for name in SMTP_LISTENERS}
+        self.ports = {name: free_port() for name in ON_LISTENERS}
         self.proc = None
         self.runs = 0
         self.logs = []
@@ -154,7 +157,7 @@ class Postern:
 
     def init(self, extra=()):
         args = ["init", self.dir, "--hostname", self.hostname, "--domain", self.domain]
-        for name in SMTP_LISTENERS:
+        for name in ON_LISTENERS:
             args += [f"--listen-{name}", f"127.0.0.1:{self.ports[name]}"]
         for name in OFF_LISTENERS:
             args += [f"--listen-{name}", "off"]
@@ -209,9 +212,25 @@ class Postern:
         self.expected_death = False
         self.wait_ready(timeout)
 
+    def _mail_greeting(self, name):
+        """None when the IMAP/POP3 listener greets ("* OK" / "+OK"), else why not."""
+        want = b"* OK" if name.startswith("imap") else b"+OK"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port(name)), timeout=2) as raw:
+                sock = raw
+                if name in ("imaps", "pop3s"):
+                    sock = tls_client_context(self.tls).wrap_socket(
+                        raw, server_hostname=self.hostname)
+                line = sock.makefile("rb").readline(1024)
+                if line.startswith(want):
+                    return None
+                return f"{name} greeted {line!r}"
+        except (OSError, EOFError) as e:
+            return f"{name}: {e!r}"
+
     def wait_ready(self, timeout=20):
         deadline = time.monotonic() + timeout
-        pending = list(SMTP_LISTENERS)
+        pending = list(ON_LISTENERS)
         last_err = None
         while pending:
             if self.proc.poll() is not None:
@@ -222,6 +241,14 @@ class Postern:
                             f"{pending}: {last_err})\n--- log ---\n{self.log_tail()}",
                             pytrace=False)
             name = pending[0]
+            if name in MAIL_LISTENERS:
+                err = self._mail_greeting(name)
+                if err is None:
+                    pending.pop(0)
+                    continue
+                last_err = err
+                time.sleep(0.05)
+                continue
             try:
                 ctx = tls_client_context(self.tls) if name == "submissions" else None
                 c = RawSMTP(self.port(name), timeout=2, tls=ctx)
