@@ -42,14 +42,22 @@
 #define DIR_AUTH_THREADS_MAX  4     /* argon2id takes 64 MiB per running check */
 #define DIR_AUTH_QUEUE_MAX    1024  /* checks queued or running; beyond: TEMPFAIL */
 
-struct dir_ip {                 /* live connections from one client IP */
-	struct dir_ip *next;
-	unsigned count;
-	char ip[];
+/* Live sessions per key: client IPs (every listener, like Postfix's
+ * anvil) and logged-in accounts (IMAP and POP3). */
+struct dir_table {
+	struct dir_count *buckets[DIR_IP_BUCKETS];
+	unsigned total;
 };
 
-struct dir_hold {               /* what one smtpd worker holds for one IP */
-	struct dir_ip *ip;
+struct dir_count {
+	struct dir_count *next;
+	struct dir_table *table;
+	unsigned count;
+	char key[];
+};
+
+struct dir_hold {               /* what one worker holds for one key */
+	struct dir_count *entry;
 	unsigned count;
 };
 
@@ -78,86 +86,99 @@ struct dir_server {
 	struct account_db *db;
 	struct event *listen_ev, *sigterm_ev, *sigint_ev;
 	struct dir_client *clients;
-	struct dir_ip *ips[DIR_IP_BUCKETS];
-	unsigned total;
+	struct dir_table ips;           /* connections per client IP */
+	struct dir_table logins;        /* IMAP/POP3 sessions per account */
 	struct workpool *pool;  /* password checks */
 };
 
 /* ---- connection counts ---- */
 
-static struct dir_ip **dir_ip_slot(struct dir_server *srv, const char *ip)
+static struct dir_count **dir_count_slot(struct dir_table *t, const char *key)
 {
 	uint32_t h = 2166136261u;       /* FNV-1a */
-	for (const unsigned char *p = (const unsigned char *)ip; *p != '\0'; p++)
+	for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
 		h = (h ^ *p) * 16777619u;
-	struct dir_ip **slot = &srv->ips[h % DIR_IP_BUCKETS];
-	while (*slot != NULL && strcmp((*slot)->ip, ip) != 0)
+	struct dir_count **slot = &t->buckets[h % DIR_IP_BUCKETS];
+	while (*slot != NULL && strcmp((*slot)->key, key) != 0)
 		slot = &(*slot)->next;
 	return slot;            /* *slot is the entry, or NULL where it would go */
 }
 
-static void dir_ip_release(struct dir_server *srv, struct dir_ip *e, unsigned n)
+static void dir_count_release(struct dir_count *e, unsigned n)
 {
+	struct dir_table *t = e->table;
 	e->count -= n;
-	srv->total -= n;
+	t->total -= n;
 	if (e->count == 0) {
-		struct dir_ip **slot = dir_ip_slot(srv, e->ip);
+		struct dir_count **slot = dir_count_slot(t, e->key);
 		*slot = e->next;
 		free(e);
 	}
 }
 
-static enum ipc_conn_verdict dir_connect(struct dir_client *c, const char *ip)
+/* Counts one more session for key, held by worker c (released when the
+ * worker goes away). 0, 1 when the table is at max_total, 2 when the key
+ * is at max_key (0 = no limit), -1 out of memory. */
+static int dir_count_take(struct dir_client *c, struct dir_table *t, const char *key,
+			  unsigned max_total, unsigned max_key)
 {
-	struct dir_server *srv = c->srv;
-	const struct config *cfg = srv->cfg;
-	struct dir_ip **slot = dir_ip_slot(srv, ip);
+	struct dir_count **slot = dir_count_slot(t, key);
 
-	if (cfg->max_connections != 0 && srv->total >= cfg->max_connections)
-		return IPC_CONN_TOO_MANY;
-	if (*slot != NULL && cfg->max_connections_per_ip != 0 &&
-	    (*slot)->count >= cfg->max_connections_per_ip)
-		return IPC_CONN_TOO_MANY_FROM_IP;
-
+	if (max_total != 0 && t->total >= max_total)
+		return 1;
+	if (*slot != NULL && max_key != 0 && (*slot)->count >= max_key)
+		return 2;
 	size_t i;
-	for (i = 0; i < c->nholds && c->holds[i].ip != *slot; i++)
+	for (i = 0; i < c->nholds && c->holds[i].entry != *slot; i++)
 		;
 	if (*slot == NULL || i == c->nholds) {
 		if (c->nholds == c->holds_cap) {
 			size_t cap = c->holds_cap == 0 ? 16 : c->holds_cap * 2;
 			struct dir_hold *v = reallocarray(c->holds, cap, sizeof(*v));
 			if (v == NULL)
-				return IPC_CONN_TOO_MANY;
+				return -1;
 			c->holds = v;
 			c->holds_cap = cap;
 		}
 		if (*slot == NULL) {
-			size_t len = strlen(ip) + 1;
+			size_t len = strlen(key) + 1;
 			if ((*slot = calloc(1, sizeof(**slot) + len)) == NULL)
-				return IPC_CONN_TOO_MANY;
-			memcpy((*slot)->ip, ip, len);
+				return -1;
+			memcpy((*slot)->key, key, len);
+			(*slot)->table = t;
 		}
-		c->holds[c->nholds++] = (struct dir_hold){ .ip = *slot, .count = 0 };
+		c->holds[c->nholds++] = (struct dir_hold){ .entry = *slot, .count = 0 };
 	}
 	c->holds[i].count++;
 	(*slot)->count++;
-	srv->total++;
-	return IPC_CONN_OK;
+	t->total++;
+	return 0;
 }
 
-static void dir_disconnect(struct dir_client *c, const char *ip)
+static void dir_count_give(struct dir_client *c, struct dir_table *t, const char *key)
 {
-	struct dir_ip *e = *dir_ip_slot(c->srv, ip);
+	struct dir_count *e = *dir_count_slot(t, key);
 	size_t i;
-	for (i = 0; i < c->nholds && c->holds[i].ip != e; i++)
+	for (i = 0; i < c->nholds && c->holds[i].entry != e; i++)
 		;
 	if (e == NULL || i == c->nholds) {
-		log_warn("disconnect for ip=%s without a counted connection", ip);
+		log_warn("end of session for %s without a counted one", key);
 		return;
 	}
 	if (--c->holds[i].count == 0)
 		c->holds[i] = c->holds[--c->nholds];
-	dir_ip_release(c->srv, e, 1);
+	dir_count_release(e, 1);
+}
+
+static enum ipc_conn_verdict dir_connect(struct dir_client *c, const char *ip)
+{
+	const struct config *cfg = c->srv->cfg;
+	switch (dir_count_take(c, &c->srv->ips, ip, cfg->max_connections,
+			       cfg->max_connections_per_ip)) {
+	case 0: return IPC_CONN_OK;
+	case 2: return IPC_CONN_TOO_MANY_FROM_IP;
+	default: return IPC_CONN_TOO_MANY;
+	}
 }
 
 /* ---- clients ---- */
@@ -171,7 +192,7 @@ static void dir_client_unlink_free(struct dir_client *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	for (size_t i = 0; i < c->nholds; i++)
-		dir_ip_release(c->srv, c->holds[i].ip, c->holds[i].count);
+		dir_count_release(c->holds[i].entry, c->holds[i].count);
 	ipc_conn_free(&c->conn);
 	free(c->holds);
 	free(c);
@@ -183,7 +204,7 @@ static void dir_client_close_cb(struct ipc_conn *conn, void *ctx)
 {
 	struct dir_client *c = ctx;
 	for (; c->nholds > 0; c->nholds--)
-		dir_ip_release(c->srv, c->holds[c->nholds - 1].ip, c->holds[c->nholds - 1].count);
+		dir_count_release(c->holds[c->nholds - 1].entry, c->holds[c->nholds - 1].count);
 	ipc_conn_free(&c->conn);
 	if (c->auth_pending == 0)
 		dir_client_unlink_free(c);
@@ -418,6 +439,8 @@ static void dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
 	case IPC_DIR_CONNECT:
 	case IPC_DIR_DISCONNECT:
 	case IPC_DIR_RCPT:
+	case IPC_DIR_LOGIN:
+	case IPC_DIR_LOGOUT:
 		a = ipc_get_str(r);
 		break;
 	case IPC_DIR_AUTH:
@@ -439,7 +462,15 @@ static void dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
 		dir_reply_u32(c, id, dir_connect(c, a));
 		break;
 	case IPC_DIR_DISCONNECT:
-		dir_disconnect(c, a);
+		dir_count_give(c, &c->srv->ips, a);
+		break;
+	case IPC_DIR_LOGIN: {
+		int ret = dir_count_take(c, &c->srv->logins, a, 0, c->srv->cfg->imap_max_per_user);
+		dir_reply_u32(c, id, ret == 0 ? IPC_CONN_OK : IPC_CONN_TOO_MANY);
+		break;
+	}
+	case IPC_DIR_LOGOUT:
+		dir_count_give(c, &c->srv->logins, a);
 		break;
 	case IPC_DIR_RCPT:
 		dir_rcpt(c, id, a);
@@ -547,11 +578,14 @@ out:
 	workpool_free(&srv.pool, dir_auth_drop);
 	while (srv.clients != NULL)
 		dir_client_unlink_free(srv.clients);
-	for (size_t i = 0; i < DIR_IP_BUCKETS; i++) {
-		while (srv.ips[i] != NULL) {    /* only if counts leaked: a bug */
-			struct dir_ip *e = srv.ips[i];
-			srv.ips[i] = e->next;
-			free(e);
+	struct dir_table *tables[] = { &srv.ips, &srv.logins };
+	for (size_t t = 0; t < 2; t++) {
+		for (size_t i = 0; i < DIR_IP_BUCKETS; i++) {
+			while (tables[t]->buckets[i] != NULL) { /* only if counts leaked: a bug */
+				struct dir_count *e = tables[t]->buckets[i];
+				tables[t]->buckets[i] = e->next;
+				free(e);
+			}
 		}
 	}
 	struct event *evs[] = { srv.listen_ev, srv.sigterm_ev, srv.sigint_ev };

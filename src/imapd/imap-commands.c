@@ -241,6 +241,30 @@ static void imap_login_open_done(struct imap_session *s)
 		imap_session_resume(s);
 }
 
+static void imap_login_count_cb(void *ctx, struct ipc_reader *r)
+{
+	struct imap_session *s = ctx;
+	struct imap_cmd *cmd = s->cmd;
+	s->dir_wait = NULL;
+	uint32_t verdict = r != NULL ? ipc_get_u32(r) : IPC_CONN_TOO_MANY;
+	if (r == NULL || r->error || verdict != IPC_CONN_OK) {
+		log_warn("session=%llx ip=%s user=%s too many sessions for the account",
+			 IMAP_SID(s), s->ip, s->user);
+		free(s->user);
+		s->user = NULL;
+		imap_cmd_no(cmd, r == NULL ? "[UNAVAILABLE] Try again later"
+					   : "[LIMIT] Too many sessions for this account");
+		imap_session_command_end(s);
+		if (s->state != IMAP_STATE_LOGOUT)
+			imap_session_resume(s);
+		return;
+	}
+	s->login_counted = true;
+	/* The store is opened on the pool: SQLite and a first-time Maildir
+	 * creation may take a while. */
+	imap_session_submit(s, imap_login_open_run, imap_login_open_done);
+}
+
 static void imap_auth_reply_cb(void *ctx, struct ipc_reader *r)
 {
 	struct imap_session *s = ctx;
@@ -278,9 +302,14 @@ static void imap_auth_reply_cb(void *ctx, struct ipc_reader *r)
 		imap_cmd_serverbug(cmd, "bad canonical user name from the directory");
 		goto end;
 	}
-	/* The store is opened on the pool: SQLite and a first-time Maildir
-	 * creation may take a while. */
-	imap_session_submit(s, imap_login_open_run, imap_login_open_done);
+	/* One more session of this account? (imap.max_connections_per_user) */
+	s->dir_wait = imapd_login_count(s->server, s->user, imap_login_count_cb, s);
+	if (s->dir_wait == NULL) {
+		free(s->user);
+		s->user = NULL;
+		imap_cmd_no(cmd, "[UNAVAILABLE] Authentication service unavailable, try later");
+		goto end;
+	}
 	return;
 end:
 	imap_session_command_end(s);

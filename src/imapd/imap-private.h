@@ -141,6 +141,7 @@ struct imap_session {
 	struct imap_parser *parser;
 	struct imapd_dir_wait *dir_wait;
 	bool counted;                  /* the directory counted the connection */
+	bool login_counted;            /* ... and the login (per-account limit) */
 
 	/* authentication */
 	char *user;                    /* canonical, after login */

@@ -722,6 +722,8 @@ static void imap_session_free(struct imap_session **sp)
 		ipc_send(server->dir, IPC_DIR_DISCONNECT, s->id, &w);
 		ipc_writer_free(&w);
 	}
+	if (s->login_counted)
+		imapd_login_uncount(server, s->user);
 	log_info("session=%llx disconnect ip=%s listener=%s user=%s in=%llu out=%llu",
 		 IMAP_SID(s), s->ip, listener_kind_name(s->kind), s->user != NULL ? s->user : "-",
 		 (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out);

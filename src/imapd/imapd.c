@@ -14,6 +14,8 @@
  */
 #include "imapd/imapd.h"
 
+#include "lib-account/account.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <event2/event.h>
@@ -62,6 +65,11 @@ static void imapd_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
 		inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)sa)->sin_addr, ip, sizeof(ip));
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)sa)->sin6_addr, ip, sizeof(ip));
+	/* A response often ends in a short write (the tagged OK after a
+	 * literal); Nagle would hold it for the client's delayed ACK (~40 ms
+	 * per command). Responses are already written in large pieces. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	/* Counted here; the session calls imapd_session_gone() exactly once
 	 * when it ends (also when its creation fails). */
 	ctx->server->nsessions++;
@@ -86,15 +94,16 @@ static void imapd_dir_close_cb(struct ipc_conn *conn, void *ctx);
 static void imapd_dir_give_back(struct imapd *server, const struct imapd_dir_wait *w,
 				struct ipc_reader *r)
 {
-	/* A connection verdict for a session that went away: if the directory
-	 * counted it, the slot must be given back. */
-	if (w->type != IPC_DIR_CONNECT || r == NULL)
+	/* A connection or login verdict for a session that went away: if the
+	 * directory counted it, the slot must be given back. */
+	if ((w->type != IPC_DIR_CONNECT && w->type != IPC_DIR_LOGIN) || r == NULL)
 		return;
 	if (ipc_get_u32(r) == IPC_CONN_OK && !r->error && server->dir != NULL) {
 		struct ipc_writer wr;
 		ipc_writer_init(&wr);
-		ipc_put_str(&wr, w->ip);
-		ipc_send(server->dir, IPC_DIR_DISCONNECT, w->id, &wr);
+		ipc_put_str(&wr, w->key);
+		ipc_send(server->dir, w->type == IPC_DIR_CONNECT ? IPC_DIR_DISCONNECT
+								 : IPC_DIR_LOGOUT, w->id, &wr);
 		ipc_writer_free(&wr);
 	}
 }
@@ -180,12 +189,12 @@ struct imapd_dir_wait *imapd_dir_request(struct imapd *server, uint32_t type,
 	wait->cb = cb;
 	wait->ctx = ctx;
 	wait->type = type;
-	if (type == IPC_DIR_CONNECT && w != NULL) {
-		/* The payload starts with str ip: keep it for a late give-back. */
+	if ((type == IPC_DIR_CONNECT || type == IPC_DIR_LOGIN) && w != NULL) {
+		/* The payload is str ip / str user: kept for a late give-back. */
 		struct ipc_reader r = { .p = (const unsigned char *)w->b.data, .left = w->b.len };
-		const char *ip = ipc_get_str(&r);
-		if (ip != NULL)
-			snprintf(wait->ip, sizeof(wait->ip), "%s", ip);
+		const char *key = ipc_get_str(&r);
+		if (key != NULL)
+			snprintf(wait->key, sizeof(wait->key), "%s", key);
 	}
 	if (ipc_send(server->dir, type, wait->id, w) < 0) {
 		free(wait);
@@ -207,22 +216,31 @@ void imapd_dir_cancel(struct imapd *server, struct imapd_dir_wait *wait)
 	wait->ctx = NULL;
 }
 
+struct imapd_dir_wait *imapd_login_count(struct imapd *server, const char *user,
+					 imapd_dir_reply_cb *cb, void *ctx)
+{
+	struct ipc_writer w;
+	ipc_writer_init(&w);
+	ipc_put_str(&w, user);
+	struct imapd_dir_wait *wait = imapd_dir_request(server, IPC_DIR_LOGIN, &w, cb, ctx);
+	ipc_writer_free(&w);
+	return wait;
+}
+
+void imapd_login_uncount(struct imapd *server, const char *user)
+{
+	if (server->dir == NULL)
+		return;   /* a restarted directory counts afresh */
+	struct ipc_writer w;
+	ipc_writer_init(&w);
+	ipc_put_str(&w, user);
+	ipc_send(server->dir, IPC_DIR_LOGOUT, 0, &w);
+	ipc_writer_free(&w);
+}
+
 int imapd_user_root(const struct imapd *server, const char *user, char *out, size_t size)
 {
-	const char *at = strrchr(user, '@');
-	if (at == NULL || at == user || at[1] == '\0')
-		return -1;
-	size_t llen = (size_t)(at - user);
-	const char *domain = at + 1;
-	/* Names come from the directory (canonical), but a path component
-	 * must never climb out of mail_dir. */
-	if (strchr(domain, '/') != NULL || memchr(user, '/', llen) != NULL ||
-	    domain[0] == '.' || user[0] == '.')
-		return -1;
-	int n = snprintf(out, size, "%s/%s/%.*s", server->cfg->mail_dir, domain, (int)llen, user);
-	if (n < 0 || (size_t)n >= size)
-		return -1;
-	return 0;
+	return account_maildir_path(server->cfg->mail_dir, user, out, size);
 }
 
 /* ---- signals ---- */

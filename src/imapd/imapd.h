@@ -43,7 +43,8 @@ struct imapd_dir_wait {
 	uint64_t id;
 	imapd_dir_reply_cb *cb;    /* NULL: cancelled (the session went away) */
 	void *ctx;
-	char ip[64];               /* for IPC_DIR_CONNECT: to give a late slot back */
+	char key[320];             /* IPC_DIR_CONNECT's ip, IPC_DIR_LOGIN's user: to
+				      give a late slot back */
 	uint32_t type;
 };
 
@@ -70,6 +71,14 @@ struct imapd_dir_wait *imapd_dir_request(struct imapd *server, uint32_t type,
 					 const struct ipc_writer *w, imapd_dir_reply_cb *cb,
 					 void *ctx);
 void imapd_dir_cancel(struct imapd *server, struct imapd_dir_wait *wait);
+
+/* Counting an account's sessions (imap.max_connections_per_user, in the
+ * directory): after a successful login, imapd_login_count() asks for a
+ * slot (reply u32 enum ipc_conn_verdict, as imapd_dir_request()); a
+ * session that got IPC_CONN_OK calls imapd_login_uncount() when it ends. */
+struct imapd_dir_wait *imapd_login_count(struct imapd *server, const char *user,
+					 imapd_dir_reply_cb *cb, void *ctx);
+void imapd_login_uncount(struct imapd *server, const char *user);
 
 /* The Maildir root of a canonical user address: MAIL_DIR/<domain>/<local>. */
 int imapd_user_root(const struct imapd *server, const char *user, char *out, size_t size);

@@ -102,6 +102,7 @@ struct pop3_session {
 	enum pop3_wait wait;
 	struct imapd_dir_wait *dir_wait;
 	bool counted;               /* the directory counted the connection */
+	bool login_counted;         /* ... and the login (per-account limit) */
 	bool greeted;
 	bool closing;               /* the last reply is being written */
 	bool dead;                  /* the client went away during a job */

@@ -110,6 +110,7 @@ void pop3_reply(struct pop3_session *s, enum pop3_reply_kind kind, const char *f
 /* ---- creation, tear-down ---- */
 
 static void pop3_connect_cb(void *ctx, struct ipc_reader *r);
+static void pop3_login_count_cb(void *ctx, struct ipc_reader *r);
 
 void pop3_session_create(struct imapd *server, int fd, enum listener_kind kind, const char *ip)
 {
@@ -265,6 +266,8 @@ static void pop3_session_free(struct pop3_session **sp)
 		ipc_send(server->dir, IPC_DIR_DISCONNECT, s->id, &w);
 		ipc_writer_free(&w);
 	}
+	if (s->login_counted)
+		imapd_login_uncount(server, s->auth_user);
 	pop3_stream_end(s);
 	/* RFC 1939 6: without QUIT there is no UPDATE: DELE'd messages stay. */
 	if (s->mbox != NULL)
@@ -689,12 +692,17 @@ static void pop3_auth_cb(void *ctx, struct ipc_reader *r)
 			pop3_session_close(s);
 			return;
 		}
-		log_info("session=%llx ip=%s pop3 login user=%s tls=%s", SID(s), s->ip,
-			 s->auth_user, s->tls ? "yes" : "no");
 		memcpy(s->job.root, root, sizeof(root));
 		s->job.quota_bytes = quota_bytes;
 		s->job.quota_messages = quota_messages;
-		pop3_job_start(s, POP3_JOB_OPEN);
+		/* One more session of this account? (imap.max_connections_per_user) */
+		s->dir_wait = imapd_login_count(s->server, s->auth_user, pop3_login_count_cb, s);
+		if (s->dir_wait == NULL) {
+			pop3_reply(s, POP3_FAIL, "[SYS/TEMP] Authentication temporarily unavailable");
+			pop3_session_close(s);
+			return;
+		}
+		s->wait = POP3_WAIT_AUTH;
 		return;
 	}
 	if (result == IPC_AUTH_FAIL) {
@@ -712,6 +720,29 @@ static void pop3_auth_cb(void *ctx, struct ipc_reader *r)
 		pop3_reply(s, POP3_FAIL, "[SYS/TEMP] Authentication temporarily unavailable");
 	}
 	pop3_process(s);
+}
+
+static void pop3_login_count_cb(void *ctx, struct ipc_reader *r)
+{
+	struct pop3_session *s = ctx;
+	s->dir_wait = NULL;
+	s->wait = POP3_WAIT_NONE;
+	if (s->closing)
+		return;
+	uint32_t verdict = r != NULL ? ipc_get_u32(r) : IPC_CONN_TOO_MANY;
+	if (r == NULL || r->error || verdict != IPC_CONN_OK) {
+		log_warn("session=%llx ip=%s user=%s too many sessions for the account", SID(s),
+			 s->ip, s->auth_user);
+		/* RFC 2449 8.1.1: [IN-USE] for a mailbox that cannot be had now. */
+		pop3_reply(s, POP3_FAIL, r == NULL ? "[SYS/TEMP] Try again later"
+				       : "[IN-USE] Too many sessions for this account");
+		pop3_session_close(s);
+		return;
+	}
+	s->login_counted = true;
+	log_info("session=%llx ip=%s pop3 login user=%s tls=%s", SID(s), s->ip, s->auth_user,
+		 s->tls ? "yes" : "no");
+	pop3_job_start(s, POP3_JOB_OPEN);
 }
 
 void pop3_session_auth(struct pop3_session *s, const char *user, const char *password)

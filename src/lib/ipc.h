@@ -35,6 +35,10 @@ enum ipc_type {
 				    (the account's limits, 0 = unlimited) */
 	IPC_DIR_SENDER,          /* str user, str sender -> REPLY u32 allowed (1/0), or 2 on error */
 	IPC_DIR_REPLY,
+	IPC_DIR_LOGIN,           /* imapd, after a successful login: str canonical user
+				    -> REPLY u32 enum ipc_conn_verdict (TOO_MANY: the account
+				    has imap.max_connections_per_user sessions) */
+	IPC_DIR_LOGOUT,          /* str canonical user: that session ended; no reply */
 
 	/* smtpd -> queue: one transaction per request id */
 	IPC_Q_BEGIN = 200,       /* envelope: str sender, str helo, str client_ip, str auth_user,

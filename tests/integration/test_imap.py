@@ -695,3 +695,39 @@ def test_big_message_over_starttls(postern):
     assert typ == "OK" and data[0][1] == big
     assert data[1][1] == big[len(b"Subject: big\r\n\r\n") + 100:][:50]
     c.logout()
+
+
+def test_sessions_per_account_are_limited(make_postern):
+    """imap.max_connections_per_user counts IMAP and POP3 sessions of one account
+    across workers; other accounts are not affected and a slot comes back at logout."""
+    import poplib
+    p = make_postern(config={"imap.max_connections_per_user": "2"})
+    ctx = tls_client_context(p.tls)
+    a1 = imaplib.IMAP4_SSL("127.0.0.1", p.port("imaps"), ssl_context=ctx, timeout=10)
+    a1.login("alice@example.test", PASSWORDS["alice@example.test"])
+    pop = poplib.POP3_SSL("127.0.0.1", p.port("pop3s"), context=ctx, timeout=10)
+    pop.user("alice@example.test")
+    pop.pass_(PASSWORDS["alice@example.test"])
+    a3 = imaplib.IMAP4_SSL("127.0.0.1", p.port("imaps"), ssl_context=ctx, timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[LIMIT\]"):
+        a3.login("alice@example.test", PASSWORDS["alice@example.test"])
+    pop2 = poplib.POP3_SSL("127.0.0.1", p.port("pop3s"), context=ctx, timeout=10)
+    pop2.user("alice@example.test")
+    with pytest.raises(poplib.error_proto, match=r"IN-USE"):
+        pop2.pass_(PASSWORDS["alice@example.test"])
+    b = imaplib.IMAP4_SSL("127.0.0.1", p.port("imaps"), ssl_context=ctx, timeout=10)
+    b.login("bob@example.test", PASSWORDS["bob@example.test"])
+    b.logout()
+    pop.quit()
+    # the POP3 slot is free again (the session in a3 is still not logged in)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            a3.login("alice@example.test", PASSWORDS["alice@example.test"])
+            break
+        except imaplib.IMAP4.error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    a3.logout()
+    a1.logout()
