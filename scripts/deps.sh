@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="gcc make meson ninja-build pkg-config
 libevent-dev libssl-dev libsqlite3-dev libsodium-dev libcmocka-dev libunbound-dev
-libgmime-3.0-dev isync
+libgmime-3.0-dev isync liboath-dev libjansson-dev libqrencode-dev
 openssl python3 python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl curl unbound"
 
 missing=""

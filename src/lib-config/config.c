@@ -23,7 +23,7 @@
 
 enum setting_type { SET_STRING, SET_PATH, SET_ADDRESS, SET_UINT, SET_SIZE, SET_DURATION,
 		    SET_BARE_LF, SET_SYNC_METHOD, SET_LOG_TARGET, SET_LOG_LEVEL, SET_TLS_POLICY,
-		    SET_QUOTA_POLICY };
+		    SET_QUOTA_POLICY, SET_BOOL, SET_TLS_VERSION, SET_CLIENT_CERT, SET_LOCK_MODE };
 
 struct setting {
 	const char *key;
@@ -35,6 +35,24 @@ struct setting {
 
 #define S(key, type, def, field, min, max) \
 	{ key, type, def, offsetof(struct config, field), min, max }
+
+/* Modern AEAD ciphers with forward secrecy for TLS 1.2 (TLS 1.3 suites are
+ * all fine and stay OpenSSL's default). */
+#define TLS_DEFAULT_CIPHERS \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+#define TLS_LISTENER_SETTINGS(name, k) \
+	S("tls." name ".min_version", SET_TLS_VERSION, NULL, tls_listener[k].min_version, 0, 0), \
+	S("tls." name ".ciphers", SET_STRING, NULL, tls_listener[k].ciphers, 0, 0), \
+	S("tls." name ".ciphersuites", SET_STRING, NULL, tls_listener[k].ciphersuites, 0, 0), \
+	S("tls." name ".cert", SET_PATH, NULL, tls_listener[k].cert, 0, 0), \
+	S("tls." name ".key", SET_PATH, NULL, tls_listener[k].key, 0, 0), \
+	S("tls." name ".client_ca", SET_PATH, NULL, tls_listener[k].client_ca, 0, 0), \
+	S("tls." name ".client_cert", SET_CLIENT_CERT, NULL, tls_listener[k].client_cert, 0, 0), \
+	S("listen." name ".allow_plaintext_auth", SET_BOOL, "no", \
+	  tls_listener[k].allow_plaintext_auth, 0, 0)
 
 static const struct setting settings[] = {
 	S("hostname", SET_STRING, NULL, hostname, 0, 0),
@@ -57,6 +75,30 @@ static const struct setting settings[] = {
 	S("listen.http", SET_ADDRESS, NULL, listen[LISTENER_HTTP], 0, 0),
 	S("tls.cert", SET_PATH, NULL, tls_cert, 0, 0),
 	S("tls.key", SET_PATH, NULL, tls_key, 0, 0),
+	S("tls.min_version", SET_TLS_VERSION, "TLSv1.2", tls_min_version, 0, 0),
+	S("tls.ciphers", SET_STRING, TLS_DEFAULT_CIPHERS, tls_ciphers, 0, 0),
+	S("tls.ciphersuites", SET_STRING, NULL, tls_ciphersuites, 0, 0),
+	S("tls.client_ca", SET_PATH, NULL, tls_client_ca, 0, 0),
+	S("tls.client_cert", SET_CLIENT_CERT, "none", tls_client_cert, 0, 0),
+	S("tls.dir", SET_PATH, NULL, tls_dir, 0, 0),
+	TLS_LISTENER_SETTINGS("smtp", LISTENER_SMTP),
+	TLS_LISTENER_SETTINGS("submission", LISTENER_SUBMISSION),
+	TLS_LISTENER_SETTINGS("submissions", LISTENER_SUBMISSIONS),
+	TLS_LISTENER_SETTINGS("imap", LISTENER_IMAP),
+	TLS_LISTENER_SETTINGS("imaps", LISTENER_IMAPS),
+	TLS_LISTENER_SETTINGS("pop3", LISTENER_POP3),
+	TLS_LISTENER_SETTINGS("pop3s", LISTENER_POP3S),
+	TLS_LISTENER_SETTINGS("http", LISTENER_HTTP),
+	S("security.password_min_length", SET_UINT, "12", password_min_length, 1, 1024),
+	S("security.password_max_age", SET_DURATION, "0", password_max_age, 0, 3650u * 86400),
+	S("security.max_failures_per_ip", SET_UINT, "10", max_failures_per_ip, 1, 100000),
+	S("security.max_failures_per_account", SET_UINT, "20", max_failures_per_account, 1,
+	  100000),
+	S("security.failure_window", SET_DURATION, "15m", failure_window, 1, 30u * 86400),
+	S("security.block_duration", SET_DURATION, "15m", block_duration, 1, 365u * 86400),
+	S("security.account_lock", SET_LOCK_MODE, "soft", account_lock, 0, 0),
+	S("security.auth_delay_ms", SET_UINT, "250", auth_delay_ms, 0, 8000),
+	S("security.audit_log", SET_PATH, NULL, audit_log, 0, 0),
 	S("smtp.max_message_size", SET_SIZE, "25M", max_message_size, 1024, 2ull << 30),
 	S("smtp.max_line_length", SET_UINT, "4096", max_line_length, 78, 1u << 20),
 	S("smtp.max_recipients", SET_UINT, "100", max_recipients, 1, 100000),
@@ -177,7 +219,11 @@ static const char *setting_apply(struct config *cfg, const struct setting *s, co
 	case SET_PATH:
 	case SET_LOG_TARGET:
 	case SET_LOG_LEVEL:
+	case SET_TLS_VERSION:
 	case SET_ADDRESS: {
+		if (s->type == SET_TLS_VERSION && strcmp(value, "TLSv1.2") != 0 &&
+		    strcmp(value, "TLSv1.3") != 0)
+			return "must be TLSv1.2 or TLSv1.3 (older versions are not offered)";
 		if (s->type == SET_PATH && value[0] != '/')
 			return "must be an absolute path";
 		if (s->type == SET_LOG_TARGET && strcmp(value, "stderr") != 0 &&
@@ -233,6 +279,32 @@ static const char *setting_apply(struct config *cfg, const struct setting *s, co
 		*(enum tls_policy *)(void *)field = (enum tls_policy)p;
 		return NULL;
 	}
+	case SET_BOOL:
+		if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+			*(bool *)(void *)field = true;
+		else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+			*(bool *)(void *)field = false;
+		else
+			return "must be yes or no";
+		return NULL;
+	case SET_CLIENT_CERT:
+		if (strcmp(value, "none") == 0)
+			*(enum tls_client_cert *)(void *)field = TLS_CLIENT_CERT_NONE;
+		else if (strcmp(value, "optional") == 0)
+			*(enum tls_client_cert *)(void *)field = TLS_CLIENT_CERT_OPTIONAL;
+		else if (strcmp(value, "required") == 0)
+			*(enum tls_client_cert *)(void *)field = TLS_CLIENT_CERT_REQUIRED;
+		else
+			return "must be none, optional or required";
+		return NULL;
+	case SET_LOCK_MODE:
+		if (strcmp(value, "soft") == 0)
+			cfg->account_lock = ACCOUNT_LOCK_SOFT;
+		else if (strcmp(value, "hard") == 0)
+			cfg->account_lock = ACCOUNT_LOCK_HARD;
+		else
+			return "must be soft or hard";
+		return NULL;
 	case SET_QUOTA_POLICY:
 		if (strcmp(value, "tempfail") == 0)
 			cfg->quota_exceeded = QUOTA_TEMPFAIL;
@@ -451,6 +523,21 @@ int config_load(const char *path, struct config **config_r, char **errors_r)
 			cfg->spool_dir = path_join(cfg->data_dir, "spool");
 		if (cfg->db_path == NULL)
 			cfg->db_path = path_join(cfg->data_dir, "postern.db");
+		if (cfg->tls_dir == NULL)
+			cfg->tls_dir = path_join(cfg->data_dir, "tls");
+		if (cfg->audit_log == NULL)
+			cfg->audit_log = path_join(cfg->data_dir, "audit.log");
+		for (unsigned k = 0; k < LISTENER_COUNT; k++) {
+			const char *addr = cfg->listen[k];
+			if (!cfg->tls_listener[k].allow_plaintext_auth || addr == NULL)
+				continue;
+			/* Only for tests on loopback: never on a real network. */
+			if (strncmp(addr, "127.", 4) != 0 && strncmp(addr, "[::1]:", 6) != 0 &&
+			    strncmp(addr, "localhost:", 10) != 0)
+				CONFIG_ERROR("%s: listen.%s.allow_plaintext_auth needs a loopback "
+					     "listen.%s address\n", path, listener_names[k],
+					     listener_names[k]);
+		}
 	}
 out:
 	free(text);
@@ -477,6 +564,7 @@ void config_free(struct config **cfgp)
 		case SET_ADDRESS:
 		case SET_LOG_TARGET:
 		case SET_LOG_LEVEL:
+		case SET_TLS_VERSION:
 			free(*(char **)(void *)((char *)cfg + settings[i].offset));
 			break;
 		default:

@@ -36,6 +36,28 @@ enum sync_method { SYNC_SYNCFS, SYNC_FSYNC };
  * for the MX host name. Same order as enum ipc_tls_policy. */
 enum tls_policy { TLS_POLICY_NONE, TLS_POLICY_MAY, TLS_POLICY_ENCRYPT, TLS_POLICY_VERIFY };
 
+/* TLS client certificates on a listener: not asked for, asked for and
+ * verified when given, or required (handshake fails without a valid one).
+ * INHERIT (0): a per-listener setting that takes the global one. */
+enum tls_client_cert { TLS_CLIENT_CERT_INHERIT, TLS_CLIENT_CERT_NONE, TLS_CLIENT_CERT_OPTIONAL,
+		       TLS_CLIENT_CERT_REQUIRED };
+
+/* Per-listener TLS policy ("tls.<listener>.*"); NULL/INHERIT fields take the
+ * global tls.* values. */
+struct tls_listener_config {
+	char *min_version;      /* "TLSv1.2" or "TLSv1.3" */
+	char *ciphers;          /* OpenSSL cipher list for TLS 1.2 */
+	char *ciphersuites;     /* TLS 1.3 suites */
+	char *cert, *key;       /* this listener's default certificate */
+	char *client_ca;        /* CAs for client certificates */
+	enum tls_client_cert client_cert;
+	bool allow_plaintext_auth;   /* "listen.<listener>.allow_plaintext_auth" */
+};
+
+/* security.account_lock: soft = IPs without failures for the account still
+ * log in while it is locked; hard = nobody does. */
+enum account_lock_mode { ACCOUNT_LOCK_SOFT, ACCOUNT_LOCK_HARD };
+
 /* Mail for a full mailbox: 452 4.2.2 (the sender retries; default) or
  * 552 5.2.2 (refused for good). */
 enum quota_policy { QUOTA_TEMPFAIL, QUOTA_BOUNCE };
@@ -68,6 +90,24 @@ struct config {
 
 	char *tls_cert;
 	char *tls_key;
+	char *tls_min_version;          /* "TLSv1.2" (default) or "TLSv1.3" */
+	char *tls_ciphers;              /* TLS 1.2 cipher list */
+	char *tls_ciphersuites;         /* TLS 1.3 suites; NULL: OpenSSL's */
+	char *tls_client_ca;
+	enum tls_client_cert tls_client_cert;
+	char *tls_dir;                  /* certificates added by `postern tls add` */
+	struct tls_listener_config tls_listener[LISTENER_COUNT];
+
+	/* login security */
+	unsigned password_min_length;
+	unsigned password_max_age;      /* seconds; 0: passwords do not expire */
+	unsigned max_failures_per_ip;
+	unsigned max_failures_per_account;
+	unsigned failure_window;        /* seconds */
+	unsigned block_duration;        /* seconds */
+	enum account_lock_mode account_lock;
+	unsigned auth_delay_ms;         /* first failure's reply delay, doubled after */
+	char *audit_log;                /* JSON lines */
 
 	uint64_t max_message_size;
 	unsigned max_line_length;

@@ -27,12 +27,16 @@ struct event_base;
 
 enum ipc_type {
 	/* smtpd -> directory ("anvil" + accounts) */
-	IPC_DIR_CONNECT = 100,   /* str ip -> REPLY u32 enum ipc_conn_verdict */
+	IPC_DIR_CONNECT = 100,   /* str ip, u32 enum listener_kind -> REPLY u32 enum
+				    ipc_conn_verdict (access rules, blocks, counts) */
 	IPC_DIR_DISCONNECT,      /* str ip; no reply */
 	IPC_DIR_RCPT,            /* str address -> REPLY u32 enum ipc_rcpt_result, u32 n, n * (str address, u32 local) */
-	IPC_DIR_AUTH,            /* str user, str password -> REPLY u32 enum ipc_auth_result,
-				    str canonical user, u64 quota bytes, u32 quota messages
-				    (the account's limits, 0 = unlimited) */
+	IPC_DIR_AUTH,            /* str user, str password, str client ip, u32 enum
+				    ipc_auth_proto, str mechanism ("PLAIN", "LOGIN")
+				    -> REPLY u32 enum ipc_auth_result, str canonical user,
+				    u64 quota bytes, u32 quota messages (the account's
+				    limits, 0 = unlimited). A FAIL reply may come late: the
+				    directory delays it after repeated failures. */
 	IPC_DIR_SENDER,          /* str user, str sender -> REPLY u32 allowed (1/0), or 2 on error */
 	IPC_DIR_REPLY,
 	IPC_DIR_LOGIN,           /* imapd, after a successful login: str canonical user
@@ -90,12 +94,19 @@ enum ipc_q_status { IPC_Q_OK, IPC_Q_TEMPFAIL, IPC_Q_REJECT /* permanent: bad rec
 /* IPC_DLV_REQUEST flags */
 #define IPC_DLV_RECOVERED  0x1u
 
-enum ipc_conn_verdict { IPC_CONN_OK, IPC_CONN_TOO_MANY, IPC_CONN_TOO_MANY_FROM_IP };
+/* DENIED: an access rule (postern access) refuses the IP on this listener;
+ * BLOCKED: the IP is blocked for a while after failed logins. */
+enum ipc_conn_verdict { IPC_CONN_OK, IPC_CONN_TOO_MANY, IPC_CONN_TOO_MANY_FROM_IP,
+			IPC_CONN_DENIED, IPC_CONN_BLOCKED };
 /* OVER_QUOTA: every local target's mailbox is full; the reply says whether
  * the operator wants that permanent (mailbox.quota_exceeded = bounce). */
 enum ipc_rcpt_result { IPC_RCPT_OK, IPC_RCPT_NO_SUCH_USER, IPC_RCPT_NOT_LOCAL, IPC_RCPT_TEMPFAIL,
 		       IPC_RCPT_OVER_QUOTA, IPC_RCPT_OVER_QUOTA_PERM };
-enum ipc_auth_result { IPC_AUTH_OK, IPC_AUTH_FAIL, IPC_AUTH_TEMPFAIL };
+/* FAIL covers every refusal the client must not tell apart (wrong password,
+ * unknown user, blocked, locked, wrong IP or scope, 2FA); EXPIRED: the
+ * password was right but is older than security.password_max_age. */
+enum ipc_auth_result { IPC_AUTH_OK, IPC_AUTH_FAIL, IPC_AUTH_TEMPFAIL, IPC_AUTH_EXPIRED };
+enum ipc_auth_proto { IPC_PROTO_SMTP, IPC_PROTO_IMAP, IPC_PROTO_POP3 };
 enum ipc_dlv_status { IPC_DLV_OK, IPC_DLV_TEMPFAIL, IPC_DLV_PERMFAIL };
 
 /* ---- payload encoding ---- */
