@@ -171,7 +171,7 @@ class Postern:
         return res
 
     def add_user(self, address, password=None):
-        password = password or PASSWORDS.get(address, "correct-horse-battery")
+        password = password or PASSWORDS.get(address, "Quartz-Lantern-5529")
         self.cli("user", "add", address, "--password-stdin", input=password + "\n")
         return password
 

@@ -13,8 +13,8 @@ import uuid
 HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
 PASSWORDS = {
-    "alice@example.test": "alice-secret-pw",
-    "bob@example.test": "bob-secret-pw",
+    "alice@example.test": "Maple-Harbor-4821",
+    "bob@example.test": "Cobalt-Ridge-7390",
 }
 QUEUED_RE = re.compile(r"2\.0\.0 Ok: queued as ([0-9A-Fa-f]{16})\b")
 

@@ -109,7 +109,7 @@ def test_alias_removed(postern):
 def test_user_added_while_running(postern):
     replies, _, _ = deliver(postern, ["carol@example.test"])
     assert replies[0].code == 550, replies
-    postern.add_user("carol@example.test", "carol-secret-pw")
+    postern.add_user("carol@example.test", "Velvet-Canyon-3318")
     replies, final, token = deliver(postern, ["carol@example.test"])
     assert replies[0].code == 250, replies
     postern.wait_exact("carol@example.test", [token])
@@ -117,7 +117,7 @@ def test_user_added_while_running(postern):
 
 def test_domain_added_while_running(postern):
     postern.cli("domain", "add", "second.test")
-    postern.add_user("dave@second.test", "dave-secret-pw")
+    postern.add_user("dave@second.test", "Amber-Falcon-6604")
     replies, final, token = deliver(postern, ["Dave@SECOND.test"])
     assert replies[0].code == 250, replies
     postern.wait_exact("dave@second.test", [token])
@@ -125,7 +125,7 @@ def test_domain_added_while_running(postern):
 
 def test_utf8_local_part_with_smtputf8(postern):
     user = "δοκιμή@example.test"
-    postern.add_user(user, "utf8-secret-pw")
+    postern.add_user(user, "Silver-Meadow-2275")
     msg = ("From: <sender@remote.test>\r\nTo: <δοκιμή@example.test>\r\n"
            "Subject: ünïcödé\r\nMessage-ID: <utf8-1@client.test>\r\n\r\nΓειά σου\r\n").encode()
     replies, final, _ = deliver(postern, [user], mail_params=" SMTPUTF8 BODY=8BITMIME",

@@ -107,25 +107,25 @@ def test_domain_case_folded(make_postern):
 def test_users(make_postern):
     p = make_postern(start=False, users=())
     p.add_user(ALICE)
-    p.cli("user", "add", "carol@example.test", "--password-stdin", input="carol-password\n")
+    p.cli("user", "add", "carol@example.test", "--password-stdin", input="Granite-Orchid-8142\n")
     assert {ALICE, "carol@example.test"} <= words(p.cli("user", "list").stdout)
     assert_fails(p.cli("user", "add", "carol@example.test", "--password-stdin",
-                       input="another-password\n", check=False), "duplicate user")
+                       input="Willow-Beacon-6631\n", check=False), "duplicate user")
     assert_fails(p.cli("user", "add", "dan@example.test", "--password-stdin",
-                       input="short\n", check=False), "password shorter than 8")
+                       input="short\n", check=False), "password shorter than 12 (policy)")
     assert_fails(p.cli("user", "add", "dan@example.test", "--password-stdin",
                        input="\n", check=False), "empty password")
     assert_fails(p.cli("user", "add", "erin@not-local.test", "--password-stdin",
-                       input="long-enough-pw\n", check=False), "user in a non-local domain")
+                       input="Copper-Thistle-4470\n", check=False), "user in a non-local domain")
     assert_fails(p.cli("user", "add", "no-at-sign", "--password-stdin",
-                       input="long-enough-pw\n", check=False), "invalid address")
+                       input="Copper-Thistle-4470\n", check=False), "invalid address")
     assert_fails(p.cli("user", "add", "a b@example.test", "--password-stdin",
-                       input="long-enough-pw\n", check=False), "invalid address")
+                       input="Copper-Thistle-4470\n", check=False), "invalid address")
     assert_fails(p.cli("user", "add", "../../etc@example.test", "--password-stdin",
-                       input="long-enough-pw\n", check=False), "path traversal local part")
+                       input="Copper-Thistle-4470\n", check=False), "path traversal local part")
     assert_fails(p.cli("user", "passwd", "ghost@example.test", "--password-stdin",
-                       input="long-enough-pw\n", check=False), "passwd of unknown user")
-    p.cli("user", "passwd", "carol@example.test", "--password-stdin", input="new-carol-pw\n")
+                       input="Copper-Thistle-4470\n", check=False), "passwd of unknown user")
+    p.cli("user", "passwd", "carol@example.test", "--password-stdin", input="Harbor-Willow-9021\n")
     p.cli("user", "del", "carol@example.test")
     assert "carol@example.test" not in words(p.cli("user", "list").stdout)
     assert_fails(p.cli("user", "del", "carol@example.test", check=False), "deleting twice")
@@ -332,12 +332,12 @@ def test_odd_names_stay_inside_the_data_dir(make_postern):
         assert_fails(p.cli("domain", "add", dom, check=False), f"domain add {dom!r}")
     for addr in (".hidden@example.test", "..@example.test", "../x@example.test",
                  "x.@example.test"):
-        assert_fails(p.cli("user", "add", addr, "--password-stdin", input="long-enough-pw\n",
+        assert_fails(p.cli("user", "add", addr, "--password-stdin", input="Copper-Thistle-4470\n",
                            check=False), f"user add {addr!r} (not a valid dot-atom)")
     accepted = []
     for addr in ("a/b@example.test", '"../../x"@example.test', '"a/../../b"@example.test',
                  "new@example.test"):
-        res = p.cli("user", "add", addr, "--password-stdin", input="long-enough-pw\n",
+        res = p.cli("user", "add", addr, "--password-stdin", input="Copper-Thistle-4470\n",
                     check=False)
         if res.returncode == 0:
             accepted.append(addr)

@@ -302,11 +302,11 @@ def test_curl_submission(postern, tmp_path, tls_material, mode):
 
 
 def test_password_change_takes_effect(postern):
-    postern.cli("user", "passwd", ALICE, "--password-stdin", input="a-brand-new-pw\n")
+    postern.cli("user", "passwd", ALICE, "--password-stdin", input="Indigo-Summit-1187\n")
     with tls_raw(postern) as c:
         r = c.cmd("AUTH PLAIN " + plain(ALICE, PASSWORDS[ALICE]))
         assert r.code == 535, f"old password still accepted: {r}"
-        r = c.cmd("AUTH PLAIN " + plain(ALICE, "a-brand-new-pw"))
+        r = c.cmd("AUTH PLAIN " + plain(ALICE, "Indigo-Summit-1187"))
         assert r.code == 235, r
 
 
