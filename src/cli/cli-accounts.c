@@ -1,12 +1,18 @@
 /*
  * cli-accounts.c — the `postern domain|user|alias` subcommands: thin
  * wrappers over lib-account that parse arguments, read passwords safely and
- * print one line per result.
+ * print one line per result; and the account security commands of
+ * `postern user`: the password policy on add/passwd (--force overrides it,
+ * audited), app passwords, TOTP enrolment (otpauth:// URI, a QR code on a
+ * terminal, recovery codes) and per-account login allowlists.
  *
  * Runs as the operator's `postern` process (not the daemon), against
  * cfg->db_path, creating the database when missing. Passwords come from
  * stdin (--password-stdin, one line) or from the terminal with echo off,
- * twice; every copy is wiped after use and none is ever printed.
+ * twice; every copy is wiped after use and none is ever printed. The
+ * secrets the security commands create (app passwords, the TOTP URI,
+ * recovery codes) are printed once, to stdout, and wiped. Every security
+ * change is written to the audit log (security.audit_log).
  */
 #include "cli/cli-accounts.h"
 #include "cli/cli.h"
@@ -22,11 +28,17 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <qrencode.h>
+#include <time.h>
+
+#include "lib-account/account-security.h"
 #include "lib-account/account.h"
 #include "lib-store/quota.h"
 #include "lib-config/config.h"
+#include "lib/audit.h"
 #include "lib/buf.h"
 #include "lib/limits.h"
+#include "lib/log.h"
 #include "lib/util.h"
 
 #define EXIT_USAGE 2
@@ -47,11 +59,19 @@ static const char domain_usage[] =
 	"       postern domain list\n";
 
 static const char user_usage[] =
-	"usage: postern user add ADDRESS [--password-stdin]\n"
-	"       postern user passwd ADDRESS [--password-stdin]\n"
+	"usage: postern user add ADDRESS [--password-stdin] [--force]\n"
+	"       postern user passwd ADDRESS [--password-stdin] [--force]\n"
 	"       postern user del ADDRESS\n"
 	"       postern user list [DOMAIN]\n"
-	"       postern user quota ADDRESS [SIZE|unlimited|default] [--messages N|unlimited|default]\n";
+	"       postern user quota ADDRESS [SIZE|unlimited|default] [--messages N|unlimited|default]\n"
+	"       postern user app-password add ADDRESS --name NAME [--scope smtp,imap,pop3]\n"
+	"                                     [--allow-from CIDR[,CIDR...]]\n"
+	"       postern user app-password list ADDRESS\n"
+	"       postern user app-password revoke ADDRESS NAME\n"
+	"       postern user 2fa enable|disable ADDRESS\n"
+	"       postern user 2fa verify ADDRESS CODE\n"
+	"       postern user allow-from ADDRESS [CIDR[,CIDR...] | --clear]\n"
+	"--force sets a password the policy refuses (logged in the audit log).\n";
 
 static const char alias_usage[] =
 	"usage: postern alias add ALIAS TARGET[,TARGET...] [TARGET...]\n"
@@ -406,12 +426,336 @@ out:
 	return ret;
 }
 
+/* ---- account security: app passwords, 2fa, allow-from ------------------ */
+
+/* Starts the audit log for this command (security.audit_log). */
+static void audit_open(const struct config *cfg)
+{
+	audit_init(cfg->audit_log);
+}
+
+/* "2026-11-23T17:03:52Z" */
+static void format_time(int64_t t, char *out, size_t size)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (gmtime_r(&tt, &tm) == NULL || strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, size, "%" PRId64, t);
+}
+
+static void print_app_password_cb(const struct account_app_password *ap, void *ctx)
+{
+	char scope[32], created[32], used[32];
+	int *count = ctx;
+
+	account_scope_format(ap->scope, scope, sizeof(scope));
+	format_time(ap->created, created, sizeof(created));
+	if (ap->last_used > 0)
+		format_time(ap->last_used, used, sizeof(used));
+	printf("%s\tscope %s\tcreated %s\tlast used ", ap->name, scope, created);
+	if (ap->last_used > 0)
+		printf("%s from %s", used, ap->last_ip != NULL ? ap->last_ip : "?");
+	else
+		printf("never");
+	if (ap->allow_from != NULL)
+		printf("\tallow-from %s", ap->allow_from);
+	putchar('\n');
+	(*count)++;
+}
+
+/* postern user app-password add ADDRESS --name NAME [--scope S] [--allow-from CIDRS]
+ *                           list ADDRESS | revoke ADDRESS NAME */
+static int cli_user_app_password(const struct config *cfg, int argc, char **argv)
+{
+	const char *pos[2] = { NULL, NULL };
+	const char *name = NULL, *scope_arg = NULL, *allow = NULL;
+	size_t npos = 0;
+	struct account_db *db = NULL;
+	char addr[SMTP_ADDRESS_MAX + 1];
+	char password[ACCOUNT_APP_PASSWORD_CHARS + ACCOUNT_APP_PASSWORD_CHARS / 4 + 1];
+	const char *error;
+	unsigned scope = ACCOUNT_SCOPE_ALL;
+	int ret = EXIT_FAILURE;
+
+	if (argc < 3)
+		return usage(stderr, user_usage, EXIT_USAGE);
+	const char *op = argv[2];
+	for (int i = 3; i < argc; i++) {
+		if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+			name = argv[++i];
+		else if (strcmp(argv[i], "--scope") == 0 && i + 1 < argc)
+			scope_arg = argv[++i];
+		else if (strcmp(argv[i], "--allow-from") == 0 && i + 1 < argc)
+			allow = argv[++i];
+		else if (argv[i][0] == '-' && argv[i][1] != '\0')
+			return usage(stderr, user_usage, EXIT_USAGE);
+		else if (npos < 2)
+			pos[npos++] = argv[i];
+		else
+			return usage(stderr, user_usage, EXIT_USAGE);
+	}
+	bool add = strcmp(op, "add") == 0, list = strcmp(op, "list") == 0;
+	bool revoke = strcmp(op, "revoke") == 0;
+	if ((add && (npos != 1 || name == NULL)) || (list && npos != 1) ||
+	    (revoke && npos != 2) || (!add && !list && !revoke) ||
+	    (!add && (name != NULL || scope_arg != NULL || allow != NULL)))
+		return usage(stderr, user_usage, EXIT_USAGE);
+	if (add && account_scope_parse(scope_arg, &scope) < 0)
+		return cli_fail("invalid scope \"%s\" (a list of smtp, imap, pop3)", scope_arg);
+	if (add && allow != NULL && account_cidr_list_valid(allow, &error) < 0)
+		return cli_fail("invalid CIDR list \"%s\": %s", allow, error);
+
+	password[0] = '\0';
+	lcase_copy(pos[0], addr, sizeof(addr));
+	if (db_open(cfg, &db) < 0)
+		return EXIT_FAILURE;
+	audit_open(cfg);
+	if (list) {
+		int count = 0;
+		if (account_user_exists(db, addr) != 1) {
+			cli_fail("no such user %s", addr);
+			goto out;
+		}
+		if (account_app_password_list(db, addr, print_app_password_cb, &count) < 0) {
+			cli_fail("cannot list the app passwords of %s", addr);
+			goto out;
+		}
+		if (count == 0)
+			printf("no app passwords for %s\n", addr);
+	} else if (revoke) {
+		if (account_app_password_revoke(db, addr, pos[1], &error) < 0) {
+			cli_fail("%s", error);
+			goto out;
+		}
+		printf("revoked app password %s of %s\n", pos[1], addr);
+		audit_event("app_password_revoked", "address", addr, "name", pos[1],
+			    "source", "cli", NULL);
+	} else {
+		char scope_text[32];
+		if (account_app_password_add(db, addr, name, scope, password, sizeof(password),
+					     &error) < 0) {
+			cli_fail("%s", error);
+			goto out;
+		}
+		if (allow != NULL &&
+		    account_app_password_set_allow_from(db, addr, name, allow, &error) < 0) {
+			const char *ignored;
+			cli_fail("%s", error);
+			account_app_password_revoke(db, addr, name, &ignored);
+			goto out;
+		}
+		account_scope_format(scope, scope_text, sizeof(scope_text));
+		audit_event("app_password_created", "address", addr, "name", name,
+			    "scope", scope_text, "allow_from", allow, "source", "cli", NULL);
+		/* The password alone on the last line, for scripts. */
+		printf("app password %s for %s (scope %s%s%s):\n", name, addr, scope_text,
+		       allow != NULL ? ", from " : "", allow != NULL ? allow : "");
+		printf("%s\n", password);
+	}
+	ret = EXIT_SUCCESS;
+out:
+	sodium_memzero(password, sizeof(password));
+	account_db_close(&db);
+	return ret;
+}
+
+static bool qr_dark(const QRcode *qr, int x, int y)
+{
+	return x >= 0 && y >= 0 && x < qr->width && y < qr->width &&
+	       (qr->data[y * qr->width + x] & 1) != 0;
+}
+
+/* Draws text as a QR code with UTF-8 half blocks (two module rows per
+ * line), black on white whatever the terminal's colours, with a quiet zone
+ * of 2 modules. Nothing when the text cannot be encoded. */
+static void print_qr(const char *text)
+{
+	static const char *const cell[4] = {
+		" ",                    /* neither */
+		"\xe2\x96\x84",         /* U+2584 lower half: bottom dark */
+		"\xe2\x96\x80",         /* U+2580 upper half: top dark */
+		"\xe2\x96\x88",         /* U+2588 full block */
+	};
+	const int quiet = 2;
+	QRcode *qr = QRcode_encodeString(text, 0, QR_ECLEVEL_L, QR_MODE_8, 1);
+
+	if (qr == NULL)
+		return;
+	for (int y = -quiet; y < qr->width + quiet; y += 2) {
+		fputs("\033[30;47m", stdout);
+		for (int x = -quiet; x < qr->width + quiet; x++)
+			fputs(cell[(qr_dark(qr, x, y) ? 2 : 0) | (qr_dark(qr, x, y + 1) ? 1 : 0)],
+			      stdout);
+		fputs("\033[0m\n", stdout);
+	}
+	QRcode_free(qr);
+}
+
+/* postern user 2fa enable|disable ADDRESS, 2fa verify ADDRESS CODE */
+static int cli_user_2fa(const struct config *cfg, int argc, char **argv)
+{
+	struct account_db *db = NULL;
+	char addr[SMTP_ADDRESS_MAX + 1];
+	char uri[1024];
+	char codes[ACCOUNT_RECOVERY_CODES][16];
+	enum account_2fa_state state;
+	const char *error;
+	int ret = EXIT_FAILURE;
+
+	if (argc < 3)
+		return usage(stderr, user_usage, EXIT_USAGE);
+	const char *op = argv[2];
+	bool enable = strcmp(op, "enable") == 0, disable = strcmp(op, "disable") == 0;
+	bool verify = strcmp(op, "verify") == 0;
+	if (((enable || disable) && argc != 4) || (verify && argc != 5) ||
+	    (!enable && !disable && !verify))
+		return usage(stderr, user_usage, EXIT_USAGE);
+
+	memset(codes, 0, sizeof(codes));
+	uri[0] = '\0';
+	lcase_copy(argv[3], addr, sizeof(addr));
+	if (db_open(cfg, &db) < 0)
+		return EXIT_FAILURE;
+	audit_open(cfg);
+	if (account_user_exists(db, addr) != 1) {
+		cli_fail("no such user %s", addr);
+		goto out;
+	}
+	if (enable) {
+		if (account_2fa_enable(db, addr, uri, sizeof(uri), codes, &error) < 0) {
+			cli_fail("%s", error);
+			goto out;
+		}
+		audit_event("2fa_enrolment_started", "address", addr, "source", "cli", NULL);
+		printf("2fa enrolment started for %s\n", addr);
+		printf("add this account to an authenticator app (provisioning URI):\n");
+		printf("%s\n", uri);
+		if (isatty(STDOUT_FILENO))
+			print_qr(uri);
+		printf("recovery codes (each works once; keep them somewhere safe):\n");
+		for (int i = 0; i < ACCOUNT_RECOVERY_CODES; i++)
+			printf("%s\n", codes[i]);
+		printf("2fa is not on yet: confirm with `postern user 2fa verify %s CODE` "
+		       "using a code from the app\n", addr);
+	} else if (disable) {
+		if (account_2fa_disable(db, addr, &error) < 0) {
+			cli_fail("%s", error);
+			goto out;
+		}
+		audit_event("2fa_disabled", "address", addr, "source", "cli", NULL);
+		printf("2fa is off for %s\n", addr);
+	} else {
+		if (account_2fa_state(db, addr, &state) < 0) {
+			cli_fail("cannot read the 2fa state of %s", addr);
+			goto out;
+		}
+		if (state == ACCOUNT_2FA_OFF) {
+			cli_fail("2fa is not enabled for %s (run `postern user 2fa enable` first)",
+				 addr);
+			goto out;
+		}
+		int r = account_2fa_verify(db, addr, argv[4], time(NULL));
+		if (r < 0) {
+			cli_fail("cannot check the code for %s", addr);
+			goto out;
+		}
+		if (r == 0) {
+			cli_fail("invalid or already used code for %s", addr);
+			goto out;
+		}
+		if (state == ACCOUNT_2FA_PENDING)
+			audit_event("2fa_enabled", "address", addr, "source", "cli", NULL);
+		printf("2fa is on for %s\n", addr);
+	}
+	ret = EXIT_SUCCESS;
+out:
+	sodium_memzero(uri, sizeof(uri));
+	sodium_memzero(codes, sizeof(codes));
+	account_db_close(&db);
+	return ret;
+}
+
+/* postern user allow-from ADDRESS [CIDR[,CIDR...]... | --clear] */
+static int cli_user_allow_from(const struct config *cfg, int argc, char **argv)
+{
+	struct account_db *db = NULL;
+	struct buf list;
+	char addr[SMTP_ADDRESS_MAX + 1];
+	const char *error;
+	bool clear = false;
+	int ret = EXIT_FAILURE;
+
+	if (argc < 3 || argv[2][0] == '-')
+		return usage(stderr, user_usage, EXIT_USAGE);
+	buf_init(&list, ACCOUNT_CIDR_LIST_MAX + 1);
+	for (int i = 3; i < argc; i++) {
+		if (strcmp(argv[i], "--clear") == 0) {
+			clear = true;
+		} else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+			buf_free(&list);
+			return usage(stderr, user_usage, EXIT_USAGE);
+		} else if ((list.len > 0 && buf_append(&list, ",", 1) < 0) ||
+			   buf_append_str(&list, argv[i]) < 0) {
+			buf_free(&list);
+			return cli_fail("CIDR list too long");
+		}
+	}
+	if (clear && list.len > 0) {
+		buf_free(&list);
+		return usage(stderr, user_usage, EXIT_USAGE);
+	}
+	lcase_copy(argv[2], addr, sizeof(addr));
+	if (db_open(cfg, &db) < 0)
+		goto out;
+	audit_open(cfg);
+	if (!clear && list.len == 0) {
+		char *cidrs = NULL;
+		if (account_user_exists(db, addr) != 1) {
+			cli_fail("no such user %s", addr);
+			goto out;
+		}
+		int r = account_allow_from_get(db, addr, &cidrs);
+		if (r < 0) {
+			cli_fail("cannot read the login allowlist of %s", addr);
+			goto out;
+		}
+		if (r == 0)
+			printf("%s may log in from anywhere\n", addr);
+		else
+			printf("%s may log in from %s\n", addr, cidrs);
+		free(cidrs);
+		ret = EXIT_SUCCESS;
+		goto out;
+	}
+	if (account_allow_from_set(db, addr, clear ? NULL : list.data, &error) < 0) {
+		cli_fail("%s", error);
+		goto out;
+	}
+	char *stored = NULL;
+	if (!clear && account_allow_from_get(db, addr, &stored) != 1) {
+		cli_fail("cannot read back the login allowlist of %s", addr);
+		goto out;
+	}
+	audit_event("allow_from_changed", "address", addr, "allow_from", clear ? "" : stored,
+		    "source", "cli", NULL);
+	if (clear)
+		printf("%s may log in from anywhere\n", addr);
+	else
+		printf("%s may log in from %s\n", addr, stored);
+	free(stored);
+	ret = EXIT_SUCCESS;
+out:
+	buf_free(&list);
+	account_db_close(&db);
+	return ret;
+}
+
 int cli_user(const struct config *cfg, int argc, char **argv)
 {
 	struct account_db *db = NULL;
 	const char *args[2];
 	size_t nargs = 0;
-	bool password_stdin = false;
+	bool password_stdin = false, force = false;
 	char password[PASSWORD_BUF_SIZE];
 	char addr[SMTP_ADDRESS_MAX + 1];
 	const char *error;
@@ -424,9 +768,17 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 		return usage(stdout, user_usage, EXIT_SUCCESS);
 	if (strcmp(sub, "quota") == 0)
 		return cli_user_quota(cfg, argc, argv);
+	if (strcmp(sub, "app-password") == 0)
+		return cli_user_app_password(cfg, argc, argv);
+	if (strcmp(sub, "2fa") == 0)
+		return cli_user_2fa(cfg, argc, argv);
+	if (strcmp(sub, "allow-from") == 0)
+		return cli_user_allow_from(cfg, argc, argv);
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--password-stdin") == 0)
 			password_stdin = true;
+		else if (strcmp(argv[i], "--force") == 0)
+			force = true;
 		else if (argv[i][0] == '-' && argv[i][1] != '\0')
 			return usage(stderr, user_usage, EXIT_USAGE);
 		else if (nargs < 2)
@@ -437,7 +789,8 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 	bool add = strcmp(sub, "add") == 0, passwd = strcmp(sub, "passwd") == 0;
 	bool del = strcmp(sub, "del") == 0, list = strcmp(sub, "list") == 0;
 	if (((add || passwd) && nargs != 1) || (del && (nargs != 1 || password_stdin)) ||
-	    (list && (nargs > 1 || password_stdin)) || (!add && !passwd && !del && !list))
+	    (list && (nargs > 1 || password_stdin)) || (!add && !passwd && !del && !list) ||
+	    (force && !add && !passwd))
 		return usage(stderr, user_usage, EXIT_USAGE);
 
 	password[0] = '\0';
@@ -469,6 +822,17 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 	}
 	if (user_precheck(db, args[0], add) < 0 || get_password(password_stdin, password) < 0)
 		goto out;
+	if (!force) {
+		struct account_password_policy policy = {
+			.min_length = cfg->password_min_length,
+			.max_age_days = cfg->password_max_age / 86400,
+		};
+		const char *reason;
+		if (account_password_check(addr, password, &policy, &reason) < 0) {
+			cli_fail("%s; choose another (or override with --force)", reason);
+			goto out;
+		}
+	}
 	int r = add ? account_user_add(db, args[0], password, &error) :
 		account_user_passwd(db, args[0], password, &error);
 	if (r < 0) {
@@ -476,6 +840,12 @@ int cli_user(const struct config *cfg, int argc, char **argv)
 		goto out;
 	}
 	printf(add ? "added user %s\n" : "changed password of user %s\n", addr);
+	audit_open(cfg);
+	audit_event("password_changed", "address", addr, "command", add ? "user add" : "user passwd",
+		    "forced", force ? "yes" : NULL, "source", "cli", NULL);
+	if (force)
+		log_warn("user %s: password set with --force, bypassing the password policy",
+			 addr);
 	if (add)
 		ensure_postmaster(db, addr);
 	ret = EXIT_SUCCESS;

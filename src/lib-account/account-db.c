@@ -18,7 +18,10 @@
 
 #include "lib/log.h"
 
-#define ACCOUNT_SCHEMA_VERSION 1
+/* 1: domains, users, aliases, quota overrides.
+ * 2: users.password_changed; the login security tables (app passwords,
+ *    TOTP, recovery codes, allowlists, access rules, failures, blocks). */
+#define ACCOUNT_SCHEMA_VERSION 2
 
 /* schema_version is shared with other components that keep tables in
  * postern.db; each upgrades its own row. */
@@ -33,7 +36,8 @@ static const char schema_sql[] =
 	"  address TEXT PRIMARY KEY NOT NULL,"
 	"  domain TEXT NOT NULL REFERENCES domains(name),"
 	"  password_hash TEXT NOT NULL,"
-	"  created INTEGER NOT NULL);"
+	"  created INTEGER NOT NULL,"
+	"  password_changed INTEGER);"       /* unix time; NULL (v1 rows): created */
 	"CREATE INDEX IF NOT EXISTS users_domain ON users(domain);"
 	"CREATE TABLE IF NOT EXISTS aliases ("
 	"  alias TEXT PRIMARY KEY NOT NULL," /* "local@domain" or "@domain" */
@@ -46,7 +50,67 @@ static const char schema_sql[] =
 	"  address TEXT PRIMARY KEY NOT NULL REFERENCES users(address) ON DELETE CASCADE,"
 	"  bytes INTEGER NOT NULL,"          /* -1: the default; 0: unlimited */
 	"  messages INTEGER NOT NULL);"
-	"INSERT OR IGNORE INTO schema_version (component, version) VALUES ('account', 1);";
+	"INSERT OR IGNORE INTO schema_version (component, version) VALUES ('account', 2);";
+
+/* Version 2: the login security tables (account-security.h). Run after
+ * schema_sql and after users got its password_changed column. Every row
+ * that belongs to a user goes with it (ON DELETE CASCADE). */
+static const char schema_v2_sql[] =
+	/* App passwords: hash = BLAKE2b-256 of the 24 normalised characters. */
+	"CREATE TABLE IF NOT EXISTS app_passwords ("
+	"  address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,"
+	"  name TEXT NOT NULL,"
+	"  hash BLOB NOT NULL,"
+	"  scope INTEGER NOT NULL,"          /* ACCOUNT_SCOPE_* bits */
+	"  created INTEGER NOT NULL,"
+	"  last_used INTEGER,"
+	"  last_ip TEXT,"
+	"  allow_from TEXT,"
+	"  PRIMARY KEY (address, name));"
+	"CREATE INDEX IF NOT EXISTS app_passwords_hash ON app_passwords(address, hash);"
+	/* TOTP: state 1 pending (enrolment not confirmed), 2 on. */
+	"CREATE TABLE IF NOT EXISTS totp ("
+	"  address TEXT PRIMARY KEY NOT NULL REFERENCES users(address) ON DELETE CASCADE,"
+	"  secret BLOB NOT NULL,"
+	"  state INTEGER NOT NULL,"
+	"  last_step INTEGER NOT NULL DEFAULT 0," /* the last accepted time step */
+	"  created INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS recovery_codes ("
+	"  address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,"
+	"  hash BLOB NOT NULL,"
+	"  PRIMARY KEY (address, hash));"
+	"CREATE TABLE IF NOT EXISTS user_allow ("
+	"  address TEXT PRIMARY KEY NOT NULL REFERENCES users(address) ON DELETE CASCADE,"
+	"  cidrs TEXT NOT NULL);"
+	/* listener '' is every listener (NULL would not be unique in the key). */
+	"CREATE TABLE IF NOT EXISTS access_rules ("
+	"  cidr TEXT NOT NULL,"
+	"  listener TEXT NOT NULL DEFAULT '',"
+	"  action INTEGER NOT NULL,"         /* enum account_access_action */
+	"  created INTEGER NOT NULL,"
+	"  PRIMARY KEY (cidr, listener));"
+	/* kind: enum account_block_kind; key: an IP or an address. */
+	"CREATE TABLE IF NOT EXISTS auth_failures ("
+	"  kind INTEGER NOT NULL,"
+	"  key TEXT NOT NULL,"
+	"  count INTEGER NOT NULL,"
+	"  last INTEGER NOT NULL,"
+	"  PRIMARY KEY (kind, key));"
+	"CREATE TABLE IF NOT EXISTS ip_account_failures ("
+	"  ip TEXT NOT NULL,"
+	"  address TEXT NOT NULL,"
+	"  count INTEGER NOT NULL,"
+	"  last INTEGER NOT NULL,"
+	"  PRIMARY KEY (ip, address));"
+	"CREATE TABLE IF NOT EXISTS blocks ("
+	"  kind INTEGER NOT NULL,"
+	"  key TEXT NOT NULL,"
+	"  since INTEGER NOT NULL,"
+	"  until INTEGER NOT NULL,"
+	"  failures INTEGER NOT NULL,"
+	"  reason TEXT,"
+	"  PRIMARY KEY (kind, key));"
+	"UPDATE schema_version SET version = 2 WHERE component = 'account' AND version < 2;";
 
 static const char *const stmt_sql[ACCOUNT_STMT_COUNT] = {
 	[ACCOUNT_STMT_DOMAIN_EXISTS] = "SELECT 1 FROM domains WHERE name = ?1",
@@ -59,10 +123,12 @@ static const char *const stmt_sql[ACCOUNT_STMT_COUNT] = {
 	[ACCOUNT_STMT_USER_EXISTS] = "SELECT 1 FROM users WHERE address = ?1",
 	[ACCOUNT_STMT_USER_HASH] = "SELECT password_hash FROM users WHERE address = ?1",
 	[ACCOUNT_STMT_USER_INSERT] =
-		"INSERT INTO users (address, domain, password_hash, created)"
-		" VALUES (?1, ?2, ?3, strftime('%s', 'now'))",
+		"INSERT INTO users (address, domain, password_hash, created, password_changed)"
+		" VALUES (?1, ?2, ?3, strftime('%s', 'now'), strftime('%s', 'now'))",
 	[ACCOUNT_STMT_USER_DELETE] = "DELETE FROM users WHERE address = ?1",
-	[ACCOUNT_STMT_USER_SET_HASH] = "UPDATE users SET password_hash = ?2 WHERE address = ?1",
+	[ACCOUNT_STMT_USER_SET_HASH] =
+		"UPDATE users SET password_hash = ?2, password_changed = strftime('%s', 'now')"
+		" WHERE address = ?1",
 	[ACCOUNT_STMT_USER_LIST] = "SELECT address FROM users ORDER BY domain, address",
 	[ACCOUNT_STMT_USER_LIST_DOMAIN] =
 		"SELECT address FROM users WHERE domain = ?1 ORDER BY address",
@@ -177,6 +243,50 @@ out:
 	return ret;
 }
 
+/* Does users have the password_changed column (schema 2)? 1, 0, -1. */
+static int users_have_password_changed(struct account_db *db)
+{
+	sqlite3_stmt *st = NULL;
+	int ret = 0, rc;
+
+	if (sqlite3_prepare_v2(db->sql, "PRAGMA table_info(users)", -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *name = sqlite3_column_text(st, 1);
+		if (name != NULL && strcmp((const char *)name, "password_changed") == 0)
+			ret = 1;
+	}
+	if (rc != SQLITE_DONE)
+		ret = -1;
+	sqlite3_finalize(st);
+	return ret;
+}
+
+/* Creates the tables or brings a version 1 database to version 2, in one
+ * transaction (every step is idempotent, so two processes opening an old
+ * database at once both succeed). 0, or -1 with *errmsg_r (sqlite3_free). */
+static int schema_create(struct account_db *db, char **errmsg_r)
+{
+	if (sqlite3_exec(db->sql, "BEGIN IMMEDIATE", NULL, NULL, errmsg_r) != SQLITE_OK)
+		return -1;
+	if (sqlite3_exec(db->sql, schema_sql, NULL, NULL, errmsg_r) != SQLITE_OK)
+		goto fail;
+	int have = users_have_password_changed(db);
+	if (have < 0)
+		goto fail;
+	if (have == 0 && sqlite3_exec(db->sql,
+				      "ALTER TABLE users ADD COLUMN password_changed INTEGER",
+				      NULL, NULL, errmsg_r) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_exec(db->sql, schema_v2_sql, NULL, NULL, errmsg_r) != SQLITE_OK ||
+	    sqlite3_exec(db->sql, "COMMIT", NULL, NULL, errmsg_r) != SQLITE_OK)
+		goto fail;
+	return 0;
+fail:
+	sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
 static int db_setup(struct account_db *db, const char *path, bool create)
 {
 	char *errmsg = NULL;
@@ -189,15 +299,16 @@ static int db_setup(struct account_db *db, const char *path, bool create)
 	 * mode is stored in the file; setting it again is cheap. */
 	if (sqlite3_exec(db->sql, "PRAGMA journal_mode = WAL", NULL, NULL, &errmsg) != SQLITE_OK)
 		goto sql_fail;
-	if (create &&
-	    sqlite3_exec(db->sql, "BEGIN IMMEDIATE;", NULL, NULL, &errmsg) == SQLITE_OK) {
-		if (sqlite3_exec(db->sql, schema_sql, NULL, NULL, &errmsg) != SQLITE_OK ||
-		    sqlite3_exec(db->sql, "COMMIT", NULL, NULL, &errmsg) != SQLITE_OK) {
-			sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
+	if (schema_version_get(db, &version) < 0) {
+		open_fail("%s: reading schema version: %s", path, sqlite3_errmsg(db->sql));
+		return -1;
+	}
+	/* An older schema is upgraded even without create: the upgrade only
+	 * adds, and a program reading version 1 tables is still served. */
+	if ((create && version <= ACCOUNT_SCHEMA_VERSION) ||
+	    (version > 0 && version < ACCOUNT_SCHEMA_VERSION)) {
+		if (schema_create(db, &errmsg) < 0)
 			goto sql_fail;
-		}
-	} else if (errmsg != NULL) {
-		goto sql_fail;
 	}
 	if (schema_version_get(db, &version) < 0) {
 		open_fail("%s: reading schema version: %s", path, sqlite3_errmsg(db->sql));
@@ -283,6 +394,7 @@ void account_db_close(struct account_db **dbp)
 	*dbp = NULL;
 	for (int i = 0; i < ACCOUNT_STMT_COUNT; i++)
 		sqlite3_finalize(db->stmt[i]);
+	account_security_free(db);
 	if (db->sql != NULL && sqlite3_close(db->sql) != SQLITE_OK)
 		log_error("account: closing database: %s", sqlite3_errmsg(db->sql));
 	free(db);

@@ -37,11 +37,83 @@ enum account_stmt {
 	ACCOUNT_STMT_COUNT
 };
 
+/* Statements of the security tables (account-security.c), prepared on
+ * first use: most programs (the queue, the deliverer) never run them. */
+#define ACCOUNT_SEC_STMT_MAX 64
+
+struct account_access_cache;
+
 struct account_db {
 	sqlite3 *sql;
 	sqlite3_stmt *stmt[ACCOUNT_STMT_COUNT];
+	sqlite3_stmt *sec_stmt[ACCOUNT_SEC_STMT_MAX];
+	/* The IP access rules as last read, with the PRAGMA data_version they
+	 * were read at (account_access_check); NULL: not read yet. */
+	struct account_access_cache *access;
 	char error[512];        /* the last user-facing error (see account.h) */
 };
+
+/* Frees what account-security.c keeps in the db (its statements and the
+ * access rule cache); called by account_db_close. */
+void account_security_free(struct account_db *db);
+/* Frees the access rule cache (account-access.c). */
+void account_access_cache_free(struct account_db *db);
+
+/* The statements of account-security.c and account-access.c. */
+enum account_sec_stmt {
+	SEC_USER_CHANGED,
+	SEC_APP_INSERT,
+	SEC_APP_DELETE,
+	SEC_APP_LIST,
+	SEC_APP_MATCH,
+	SEC_APP_USED,
+	SEC_APP_ALLOW,
+	SEC_TOTP_GET,
+	SEC_TOTP_PUT,
+	SEC_TOTP_STEP,
+	SEC_TOTP_DELETE,
+	SEC_RECOVERY_CLEAR,
+	SEC_RECOVERY_INSERT,
+	SEC_RECOVERY_USE,
+	SEC_ALLOW_SET,
+	SEC_ALLOW_DEL,
+	SEC_ALLOW_GET,
+	SEC_DATA_VERSION,
+	SEC_ACCESS_ALL,
+	SEC_ACCESS_LIST,
+	SEC_ACCESS_PUT,
+	SEC_ACCESS_DEL,
+	SEC_FAIL_RECORD,
+	SEC_FAIL_RECORD_IP_ACCOUNT,
+	SEC_FAIL_GET,
+	SEC_FAIL_CLEAR,
+	SEC_FAIL_CLEAR_IP_ACCOUNT_BY_IP,
+	SEC_FAIL_CLEAR_IP_ACCOUNT_BY_ADDRESS,
+	SEC_FAIL_IP_TRIED,
+	SEC_FAIL_PRUNE,
+	SEC_FAIL_PRUNE_IP_ACCOUNT,
+	SEC_BLOCK_SET,
+	SEC_BLOCK_GET,
+	SEC_BLOCK_DEL,
+	SEC_BLOCK_LIST,
+	SEC_BLOCK_PRUNE,
+	SEC_STMT_COUNT
+};
+_Static_assert(SEC_STMT_COUNT <= ACCOUNT_SEC_STMT_MAX, "raise ACCOUNT_SEC_STMT_MAX");
+
+/* The statement id, prepared from sql on first use (the same sql every
+ * time for one id), reset and unbound; NULL on error (db->error set). */
+sqlite3_stmt *account_sec_stmt(struct account_db *db, enum account_sec_stmt id,
+			       const char *sql);
+
+/* Runs a bound write statement and resets it: 0 done, 1 constraint
+ * violated, -1 error (db->error "database error while WHAT"). */
+int account_sec_write(struct account_db *db, sqlite3_stmt *st, const char *what);
+
+/* The common password list (generated from common-passwords.txt: lower
+ * case, sorted by strcmp, no duplicates). */
+extern const char *const account_common_passwords[];
+extern const size_t account_common_password_count;
 
 /* A prepared statement, reset and with no bindings. */
 sqlite3_stmt *account_stmt(struct account_db *db, enum account_stmt id);

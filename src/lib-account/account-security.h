@@ -55,6 +55,13 @@ int account_password_check(const char *address, const char *password,
 int account_password_expired(struct account_db *db, const char *address,
 			     unsigned max_age_days);
 
+/* The same with the age in seconds (security.password_max_age is a
+ * duration in seconds; 0: never) at time now. The change time of a user
+ * created before schema 2 is its creation time. 1 expired, 0 not (or no
+ * such user), -1 error. */
+int account_password_expired_after(struct account_db *db, const char *address,
+				   uint64_t max_age, time_t now);
+
 /* ---- app passwords ---- */
 
 #define ACCOUNT_APP_PASSWORD_CHARS 24   /* shown as 6 groups of 4: "abcd-efgh-..." */
@@ -146,6 +153,14 @@ int account_2fa_state(struct account_db *db, const char *address,
 /* Parses "192.0.2.0/24,2001:db8::/32,198.51.100.7" (spaces allowed after
  * commas; a bare address is /32 or /128). 0, or -1 with a static reason. */
 int account_cidr_list_valid(const char *list, const char **reason_r);
+/* The longest CIDR list text accepted, in octets. */
+#define ACCOUNT_CIDR_LIST_MAX 4096
+/* Validates list like account_cidr_list_valid and writes its canonical
+ * form into out: entries joined by ",", host bits cleared, a full-length
+ * prefix written as a bare address, IPv4-mapped IPv6 as IPv4
+ * ("10.1.2.3/8, ::ffff:192.0.2.1" -> "10.0.0.0/8,192.0.2.1"). NULL or ""
+ * gives "". 0, or -1 with a static *reason_r (also when out is short). */
+int account_cidr_list_canon(const char *list, char *out, size_t size, const char **reason_r);
 /* Is ip (textual IPv4 or IPv6; IPv4-mapped IPv6 counts as IPv4) inside
  * any CIDR of list? true/false; an invalid list matches nothing. */
 bool account_cidr_list_match(const char *list, const char *ip);

@@ -182,7 +182,9 @@ int account_domain_list(struct account_db *db, void (*cb)(const char *domain, vo
 
 /* ---- users ------------------------------------------------------------ */
 
-/* The password rules every way of setting one shares. */
+/* The password rules every way of setting one shares: not empty, not too
+ * long, no control characters. The policy (length, common passwords) is
+ * account_password_check's, applied by the caller. */
 static int password_check(struct account_db *db, const char *password, const char **error_r)
 {
 	size_t len = strnlen(password, PASSWORD_MAX + 1);
@@ -206,11 +208,6 @@ static int password_check(struct account_db *db, const char *password, const cha
 	}
 	if (chars == 0) {
 		*error_r = account_error(db, "empty password");
-		return -1;
-	}
-	if (chars < ACCOUNT_PASSWORD_MIN) {
-		*error_r = account_error(db, "password too short (minimum %d characters)",
-					 ACCOUNT_PASSWORD_MIN);
 		return -1;
 	}
 	return 0;

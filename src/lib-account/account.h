@@ -35,9 +35,6 @@
 
 /* Nested alias expansion deeper than this is a configuration error. */
 #define ACCOUNT_ALIAS_DEPTH_MAX 10
-/* Passwords shorter than this many characters (UTF-8 code points) are
- * refused by account_user_add/passwd; longer than PASSWORD_MAX octets too. */
-#define ACCOUNT_PASSWORD_MIN 8
 
 struct account_db;
 
@@ -69,6 +66,12 @@ int account_domain_exists(struct account_db *db, const char *domain);
 /*
  * Users: "local@domain" with a local domain. The password is hashed here
  * (argon2id, see password_hash) and never stored; the caller wipes its copy.
+ * The library refuses only an empty password, one longer than PASSWORD_MAX
+ * octets and one with control characters; the password policy (minimum
+ * length, common passwords, the local part: account_password_check in
+ * account-security.h) is the caller's, so an operator can override it.
+ * add and passwd record the time of the change (password_changed, for
+ * security.password_max_age).
  * A user's address may not also be an alias (and vice versa).
  * account_user_list lists all users, or those of one domain, ordered by
  * domain then address; 0 or -1.

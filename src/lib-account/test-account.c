@@ -197,10 +197,9 @@ static void test_users(void **state)
 		  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com",
 		  pw, -1, "local part too long" },
 		{ "empty password", OP_USER_ADD, "carol@example.com", "", -1, "empty password" },
-		{ "short password", OP_USER_ADD, "carol@example.com", "1234567", -1,
-		  "too short" },
-		{ "short in characters though 8 octets", OP_USER_ADD, "carol@example.com",
-		  "\xc3\xa4\xc3\xa4\xc3\xa4\xc3\xa4", -1, "too short" },
+		/* Length and the rest of the policy are account_password_check's
+		 * (test-account-security.c); the library refuses only empty,
+		 * too long and control characters. */
 		{ "password with newline", OP_USER_ADD, "carol@example.com", "12345678\n", -1,
 		  "control character" },
 		{ "alias name", OP_ALIAS_ADD, "sales@example.com", "bob@example.com", 0, NULL },
@@ -208,7 +207,7 @@ static void test_users(void **state)
 		  "sales@example.com is already an alias" },
 		{ "passwd unknown", OP_USER_PASSWD, "nobody@example.com", pw, -1,
 		  "no such user nobody@example.com" },
-		{ "passwd short", OP_USER_PASSWD, "bob@example.com", "short", -1, "too short" },
+		{ "passwd empty", OP_USER_PASSWD, "bob@example.com", "", -1, "empty password" },
 		{ "passwd", OP_USER_PASSWD, "BOB@example.com", "new password", 0, NULL },
 		{ "del unknown", OP_USER_DEL, "nobody@example.com", NULL, -1,
 		  "no such user nobody@example.com" },
