@@ -21,7 +21,17 @@ static int usage(void)
 		"       postern [-c FILE] serve\n"
 		"       postern [-c FILE] check-config\n"
 		"       postern [-c FILE] domain add|del|list [DOMAIN]\n"
-		"       postern [-c FILE] user add|del|passwd|list [ADDRESS] [--password-stdin]\n"
+		"       postern [-c FILE] user add|del|passwd|list [ADDRESS] [--password-stdin] [--force]\n"
+		"       postern [-c FILE] user quota ADDRESS [SIZE] [--messages N]\n"
+		"       postern [-c FILE] user app-password add ADDRESS --name NAME [--scope smtp,imap,pop3]\n"
+		"                         | app-password list ADDRESS | app-password revoke ADDRESS NAME\n"
+		"       postern [-c FILE] user 2fa enable|disable ADDRESS | 2fa verify ADDRESS CODE\n"
+		"       postern [-c FILE] user allow-from ADDRESS CIDR[,CIDR...] | --clear\n"
+		"       postern [-c FILE] access allow|deny|del CIDR [--listener KIND] | access list\n"
+		"       postern [-c FILE] security blocked | unblock IP|ADDRESS\n"
+		"                         | log [--address A] [--since T] [--json]\n"
+		"       postern [-c FILE] tls add CERTFILE KEYFILE | tls show\n"
+		"       postern [-c FILE] reload\n"
 		"       postern [-c FILE] alias add|del|list [ALIAS] [TARGET[,TARGET...]]\n"
 		"       postern [-c FILE] queue list [--json] | show ID | retry ID|all\n"
 		"                         | hold ID | release ID | delete ID\n"
@@ -67,7 +77,8 @@ int main(int argc, char **argv)
 
 	const char *cmd = argv[i];
 	static const char *const known[] = { "serve", "check-config", "domain", "user", "alias",
-					     "queue", "sendmail", "status" };
+					     "queue", "sendmail", "status", "tls", "reload",
+					     "access", "security" };
 	bool ok = false;
 	for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
 		ok = ok || strcmp(cmd, known[k]) == 0;
@@ -102,8 +113,12 @@ int main(int argc, char **argv)
 		status = cli_user(cfg, argc2, argv2);
 	} else if (strcmp(cmd, "alias") == 0) {
 		status = cli_alias(cfg, argc2, argv2);
+	} else if (strcmp(cmd, "access") == 0 || strcmp(cmd, "security") == 0) {
+		status = (cmd[0] == 'a' ? cli_access : cli_security)(cfg, argc2, argv2);
 	} else if (strcmp(cmd, "status") == 0) {
 		status = cli_status(cfg, argc2, argv2);
+	} else if (strcmp(cmd, "tls") == 0 || strcmp(cmd, "reload") == 0) {
+		status = cmd[0] == 't' ? cli_tls(cfg, argc2, argv2) : cli_reload(cfg, argc2, argv2);
 	} else {
 		status = cli_queue(cfg, argc2, argv2);
 	}

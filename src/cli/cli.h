@@ -32,5 +32,13 @@ int cli_status(const struct config *cfg, int argc, char **argv);
  * unknown recipients, bad address, too big), 75 queue unreachable or
  * refusing, 78 bad config, 70 internal. */
 int cli_sendmail(const char *config_path, int argc, char **argv);
+/* `postern access allow|deny|del CIDR [--listener KIND] | list`; 0, 1, 2 (usage). */
+int cli_access(const struct config *cfg, int argc, char **argv);
+/* `postern security blocked | unblock IP|ADDRESS | log [--address A] [--since T] [--json]`. */
+int cli_security(const struct config *cfg, int argc, char **argv);
+/* `postern tls add CERTFILE KEYFILE | tls show` (cli-tls.c); argv[0] = "tls". */
+int cli_tls(const struct config *cfg, int argc, char **argv);
+/* `postern reload`: SIGHUP to the master in DATA/run/master.pid; 1 when not running. */
+int cli_reload(const struct config *cfg, int argc, char **argv);
 
 #endif

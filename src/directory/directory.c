@@ -12,6 +12,13 @@
  * small thread pool that runs argon2id checks off the loop (DESIGN principle
  * 4; lib/workpool.h). A check whose requester has gone
  * is dropped. Passwords are copied once, wiped after use and never logged.
+ *
+ * Login security (issue 6; rules in dir-security.c): at connect, the IP
+ * access rules of the listener and IP blocks; at login, app passwords,
+ * 2FA, allow-from lists, account locks and password expiry. Failures are
+ * counted per IP and per account in postern.db (so the state survives
+ * restarts and the CLI sees it) and a FAIL reply waits on an event timer,
+ * longer after each failure of the IP. Every login goes to the audit log.
  */
 #include "directory/directory.h"
 
@@ -23,13 +30,17 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "directory/dir-security.h"
 #include "lib-account/account.h"
+#include "lib-account/account-security.h"
 #include "lib-store/quota.h"
 #include "lib-config/config.h"
+#include "lib/audit.h"
 #include "lib/ipc.h"
 #include "lib/limits.h"
 #include "lib/log.h"
@@ -70,6 +81,7 @@ struct dir_client {             /* one connected smtpd worker */
 	unsigned auth_pending;
 };
 
+/* One login, from IPC_DIR_AUTH to its (possibly delayed) reply. */
 struct dir_auth_job {
 	struct workpool_job job;        /* first: the pool's view of it */
 	struct dir_client *client;
@@ -77,7 +89,16 @@ struct dir_auth_job {
 	char *hash;             /* NULL for an unknown user: same cost, dummy hash */
 	char *password;         /* wiped by the worker */
 	char *user;             /* lower-cased: the canonical user */
+	char ip[64];            /* the client's, or "unknown" from old front-ends */
+	enum ipc_auth_proto proto;
+	char mech[16];          /* "PLAIN", "LOGIN" */
 	int result;             /* password_verify() */
+	struct dir_login_facts facts;
+	char *app_name;         /* the app password that matched, or NULL */
+	char *app_allow;        /* its own allow-from list, or NULL */
+	enum ipc_auth_result res;
+	struct event *delay_ev; /* a FAIL reply waiting out the throttle delay */
+	struct dir_auth_job *prev, *next;       /* in dir_server.delayed */
 };
 
 struct dir_server {
@@ -89,6 +110,7 @@ struct dir_server {
 	struct dir_table ips;           /* connections per client IP */
 	struct dir_table logins;        /* IMAP/POP3 sessions per account */
 	struct workpool *pool;  /* password checks */
+	struct dir_auth_job *delayed;   /* FAIL replies on their throttle timer */
 };
 
 /* ---- connection counts ---- */
@@ -331,7 +353,7 @@ static void dir_rcpt(struct dir_client *c, uint64_t id, const char *address)
 	account_targets_free(&t);
 }
 
-/* ---- password checks (worker threads) ---- */
+/* ---- logins: password checks (worker threads) and the security rules ---- */
 
 static void dir_auth_job_free(struct dir_auth_job *job)
 {
@@ -339,8 +361,12 @@ static void dir_auth_job_free(struct dir_auth_job *job)
 		secure_zero(job->password, strlen(job->password));
 		free(job->password);
 	}
+	if (job->delay_ev != NULL)
+		event_free(job->delay_ev);
 	free(job->hash);
 	free(job->user);
+	free(job->app_name);
+	free(job->app_allow);
 	free(job);
 }
 
@@ -352,23 +378,19 @@ static void dir_auth_run(struct workpool_job *wjob)
 	secure_zero(job->password, strlen(job->password));
 }
 
-/* Loop thread: answers one finished (or, with reply false, abandoned) check. */
+/* Sends the reply (unless the worker has gone or reply is false) and
+ * forgets the job; the last job of a closed worker frees it. */
 static void dir_auth_finish(struct dir_auth_job *job, bool reply)
 {
 	struct dir_client *c = job->client;
 
 	if (reply && c->conn != NULL) {
-		enum ipc_auth_result res = job->result == 1 ? IPC_AUTH_OK :
-					   job->result == 0 ? IPC_AUTH_FAIL :
-					   IPC_AUTH_TEMPFAIL;
-		if (job->result < 0)
-			log_error("auth user=%s: stored password hash is unusable", job->user);
 		uint64_t qb = 0, qm = 0;
-		if (res == IPC_AUTH_OK)
+		if (job->res == IPC_AUTH_OK)
 			dir_user_quota(c->srv, job->user, &qb, &qm);
 		struct ipc_writer w;
 		ipc_writer_init(&w);
-		ipc_put_u32(&w, res);
+		ipc_put_u32(&w, job->res);
 		ipc_put_str(&w, job->user);
 		ipc_put_u64(&w, qb);
 		ipc_put_u32(&w, (uint32_t)(qm > UINT32_MAX ? UINT32_MAX : qm));
@@ -379,9 +401,186 @@ static void dir_auth_finish(struct dir_auth_job *job, bool reply)
 	dir_auth_job_free(job);
 }
 
+static void dir_auth_delay_unlink(struct dir_auth_job *job)
+{
+	struct dir_server *srv = job->client->srv;
+	if (job->prev != NULL)
+		job->prev->next = job->next;
+	else
+		srv->delayed = job->next;
+	if (job->next != NULL)
+		job->next->prev = job->prev;
+	job->prev = job->next = NULL;
+}
+
+/* The throttle delay of a FAIL reply is over. */
+static void dir_auth_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dir_auth_job *job = arg;
+	(void)fd;
+	(void)what;
+	dir_auth_delay_unlink(job);
+	dir_auth_finish(job, true);
+}
+
+/* Answers now, or after delay_ms on an event timer (the loop never
+ * sleeps; other clients go on meanwhile). */
+static void dir_auth_reply_after(struct dir_auth_job *job, unsigned delay_ms)
+{
+	struct dir_server *srv = job->client->srv;
+
+	if (delay_ms == 0 || job->client->conn == NULL) {
+		dir_auth_finish(job, true);
+		return;
+	}
+	struct timeval tv = { .tv_sec = delay_ms / 1000, .tv_usec = (delay_ms % 1000) * 1000 };
+	if ((job->delay_ev = evtimer_new(srv->base, dir_auth_delay_cb, job)) == NULL ||
+	    evtimer_add(job->delay_ev, &tv) < 0) {
+		log_error("auth user=%s: cannot delay the reply", job->user);
+		dir_auth_finish(job, true);
+		return;
+	}
+	job->next = srv->delayed;
+	if (job->next != NULL)
+		job->next->prev = job;
+	srv->delayed = job;
+}
+
+static void dir_auth_tempfail(struct dir_auth_job *job, const char *what)
+{
+	log_error("auth user=%s ip=%s: %s; answering tempfail", job->user, job->ip, what);
+	job->res = IPC_AUTH_TEMPFAIL;
+	dir_auth_finish(job, true);
+}
+
+/* The facts that matter once a credential matched: 2FA, allow-from lists,
+ * the account lock, expiry. 0, or -1 on a database error. */
+static int dir_auth_credential_facts(struct dir_server *srv, struct dir_auth_job *job,
+				     time_t now)
+{
+	struct dir_login_facts *f = &job->facts;
+	const struct config *cfg = srv->cfg;
+	enum account_2fa_state tfa = ACCOUNT_2FA_OFF;
+	char *cidrs = NULL;
+	time_t until;
+	int ret;
+
+	if (!f->app_password) {
+		if (account_2fa_state(srv->db, job->user, &tfa) < 0)
+			return -1;
+		f->twofa_on = tfa == ACCOUNT_2FA_ON;
+	}
+	if ((ret = account_allow_from_get(srv->db, job->user, &cidrs)) < 0)
+		return -1;
+	f->allow_from_ok = ret == 0 || cidrs == NULL || cidrs[0] == '\0' ||
+			   account_cidr_list_match(cidrs, job->ip);
+	free(cidrs);
+	if (f->app_password && job->app_allow != NULL && job->app_allow[0] != '\0' &&
+	    !account_cidr_list_match(job->app_allow, job->ip))
+		f->allow_from_ok = false;
+	if ((ret = account_block_get(srv->db, ACCOUNT_BLOCK_ACCOUNT, job->user, now, &until)) < 0)
+		return -1;
+	f->account_locked = ret == 1;
+	if (f->account_locked) {
+		if ((ret = account_fail_ip_tried(srv->db, job->ip, job->user, now,
+						 cfg->failure_window)) < 0)
+			return -1;
+		f->ip_tried_account = ret > 0;
+	}
+	if (!f->app_password && cfg->password_max_age != 0) {
+		if ((ret = account_password_expired_after(srv->db, job->user,
+							  cfg->password_max_age, time(NULL))) < 0)
+			return -1;
+		f->expired = ret == 1;
+	}
+	return 0;
+}
+
+/*
+ * Decides a login whose credential was checked (or that needs no check:
+ * blocked IP), records the outcome (failure counters, blocks, app password
+ * use, audit log, operational log) and replies, a FAIL after the throttle
+ * delay.
+ */
+static void dir_auth_conclude(struct dir_auth_job *job)
+{
+	struct dir_server *srv = job->client->srv;
+	const struct config *cfg = srv->cfg;
+	struct dir_login_facts *f = &job->facts;
+	time_t now = time(NULL);
+	const char *reason;
+	const char *proto = dir_login_proto_name(job->proto);
+	char credential[96];
+	unsigned delay = 0;
+
+	f->lock_mode = cfg->account_lock;
+	if (!f->ip_blocked && f->user_exists && (f->app_password || f->password_ok) &&
+	    dir_auth_credential_facts(srv, job, now) < 0) {
+		dir_auth_tempfail(job, "database error");
+		return;
+	}
+	job->res = dir_login_decide(f, &reason);
+
+	credential[0] = '\0';
+	if (f->app_password)
+		snprintf(credential, sizeof(credential), "app_password:%s", job->app_name);
+	else if (f->password_ok)
+		snprintf(credential, sizeof(credential), "password");
+
+	switch (job->res) {
+	case IPC_AUTH_OK:
+		if (account_fail_clear(srv->db, ACCOUNT_BLOCK_IP, job->ip) < 0)
+			log_error("auth user=%s ip=%s: cannot clear failures", job->user, job->ip);
+		if (f->app_password &&
+		    account_app_password_used(srv->db, job->user, job->app_name, job->ip) < 0)
+			log_error("auth user=%s: cannot record the use of app password %s",
+				  job->user, job->app_name);
+		audit_event("login", "result", "ok", "address", job->user, "ip", job->ip,
+			    "protocol", proto, "mechanism", job->mech, "credential", credential,
+			    NULL);
+		break;
+	case IPC_AUTH_EXPIRED:
+		log_warn("auth user=%s ip=%s proto=%s: password expired, set a new one",
+			 job->user, job->ip, proto);
+		audit_event("login", "result", "fail", "address", job->user, "ip", job->ip,
+			    "protocol", proto, "mechanism", job->mech, "credential", credential,
+			    "reason", reason, NULL);
+		break;
+	default: {
+		int n;
+		if (f->ip_blocked) {
+			/* No check was made: the reply still takes as long as the
+			 * failures that led to the block. */
+			n = account_fail_count(srv->db, ACCOUNT_BLOCK_IP, job->ip, now,
+					       cfg->failure_window);
+			if (n < (int)cfg->max_failures_per_ip)
+				n = (int)cfg->max_failures_per_ip;
+		} else {
+			n = dir_security_record_failure(srv->db, cfg, job->ip,
+							f->user_exists ? job->user : NULL, now);
+		}
+		delay = dir_login_delay_ms(cfg->auth_delay_ms, n > 0 ? (unsigned)n : 1);
+		log_warn("auth failed ip=%s user=%s proto=%s reason=%s failures=%d delay=%ums",
+			 job->ip, job->user, proto, reason, n, delay);
+		audit_event("login", "result", "fail", "address", job->user, "ip", job->ip,
+			    "protocol", proto, "mechanism", job->mech,
+			    "credential", credential[0] != '\0' ? credential : NULL,
+			    "reason", reason, NULL);
+		break;
+	}
+	}
+	dir_auth_reply_after(job, delay);
+}
+
 static void dir_auth_done(struct workpool_job *wjob)
 {
-	dir_auth_finish((struct dir_auth_job *)wjob, true);
+	struct dir_auth_job *job = (struct dir_auth_job *)wjob;
+	if (job->result < 0) {
+		dir_auth_tempfail(job, "stored password hash is unusable");
+		return;
+	}
+	job->facts.password_ok = job->result == 1 && job->facts.user_exists;
+	dir_auth_conclude(job);
 }
 
 /* At shutdown: checks never started are abandoned (this frees orphaned
@@ -391,52 +590,127 @@ static void dir_auth_drop(struct workpool_job *wjob)
 	dir_auth_finish((struct dir_auth_job *)wjob, false);
 }
 
-static void dir_auth(struct dir_client *c, uint64_t id, const char *user, const char *pw)
+/*
+ * One login (IPC_DIR_AUTH): the cheap checks here on the loop thread (IP
+ * block, user, app passwords: a hash and an indexed lookup), argon2id for
+ * the main password on the pool; dir_auth_conclude() decides.
+ */
+static void dir_auth(struct dir_client *c, uint64_t id, const char *user, const char *pw,
+		     const char *ip, enum ipc_auth_proto proto, const char *mech)
 {
 	struct dir_server *srv = c->srv;
 	struct dir_auth_job *job = calloc(1, sizeof(*job));
-	enum ipc_auth_result res = IPC_AUTH_TEMPFAIL;
+	time_t now = time(NULL), until;
+	unsigned scope = 0;
+	int ret;
 
 	if (job == NULL || (job->user = strdup(user)) == NULL ||
-	    (job->password = strdup(pw)) == NULL)
-		goto fail;
+	    (job->password = strdup(pw)) == NULL) {
+		log_error("auth: out of memory");
+		struct ipc_writer w;
+		ipc_writer_init(&w);
+		ipc_put_u32(&w, IPC_AUTH_TEMPFAIL);
+		ipc_put_str(&w, NULL);
+		dir_reply(c, id, &w);
+		if (job != NULL)
+			dir_auth_job_free(job);
+		return;
+	}
 	str_lcase(job->user);
-	if (workpool_pending(srv->pool) >= DIR_AUTH_QUEUE_MAX) {
-		log_error("auth: %zu password checks pending; answering tempfail",
-			  workpool_pending(srv->pool));
-		goto fail;
-	}
-	if (account_user_get_hash(srv->db, job->user, &job->hash) < 0) {
-		log_error("auth user=%s: database error", job->user);
-		goto fail;
-	}
+	snprintf(job->ip, sizeof(job->ip), "%s", ip);
+	snprintf(job->mech, sizeof(job->mech), "%s", mech);
+	job->proto = proto;
 	job->client = c;
 	job->req_id = id;
 	c->auth_pending++;
+
+	if (workpool_pending(srv->pool) >= DIR_AUTH_QUEUE_MAX) {
+		dir_auth_tempfail(job, "too many password checks pending");
+		return;
+	}
+	if ((ret = account_block_get(srv->db, ACCOUNT_BLOCK_IP, job->ip, now, &until)) < 0) {
+		dir_auth_tempfail(job, "database error (blocks)");
+		return;
+	}
+	if (ret == 1) {
+		job->facts.ip_blocked = true;
+		dir_auth_conclude(job);
+		return;
+	}
+	if ((ret = account_user_get_hash(srv->db, job->user, &job->hash)) < 0) {
+		dir_auth_tempfail(job, "database error");
+		return;
+	}
+	job->facts.user_exists = ret == 1;
+	if (job->facts.user_exists) {
+		ret = account_app_password_match(srv->db, job->user, job->password,
+						 &job->app_name, &scope, &job->app_allow);
+		if (ret < 0) {
+			dir_auth_tempfail(job, "database error (app passwords)");
+			return;
+		}
+		if (ret == 1) {
+			job->facts.app_password = true;
+			job->facts.app_scope_ok = (scope & dir_login_proto_scope(proto)) != 0;
+			secure_zero(job->password, strlen(job->password));
+			dir_auth_conclude(job);
+			return;
+		}
+	}
 	job->job.run = dir_auth_run;
 	job->job.done = dir_auth_done;
 	workpool_submit(srv->pool, &job->job);
-	return;
-fail:;
-	struct ipc_writer w;
-	ipc_writer_init(&w);
-	ipc_put_u32(&w, res);
-	ipc_put_str(&w, job != NULL ? job->user : NULL);
-	dir_reply(c, id, &w);
-	if (job != NULL)
-		dir_auth_job_free(job);
 }
 
 /* ---- requests ---- */
+
+/* IPC_DIR_CONNECT: access rules, then IP blocks, then the counts. */
+static enum ipc_conn_verdict dir_connect_check(struct dir_client *c, const char *ip,
+					       enum listener_kind kind)
+{
+	struct dir_server *srv = c->srv;
+	const char *name = listener_kind_name(kind);
+	time_t until;
+
+	switch (account_access_check(srv->db, ip, name)) {
+	case 0:
+		log_info("connect denied ip=%s listener=%s: access rule", ip, name);
+		return IPC_CONN_DENIED;
+	case -1:
+		/* A broken database must not lock every client out. */
+		log_error("connect ip=%s listener=%s: access rules unreadable; allowing", ip, name);
+		break;
+	default:
+		break;
+	}
+	switch (account_block_get(srv->db, ACCOUNT_BLOCK_IP, ip, time(NULL), &until)) {
+	case 1:
+		log_info("connect refused ip=%s listener=%s: blocked after failed logins", ip,
+			 name);
+		return IPC_CONN_BLOCKED;
+	case -1:
+		log_error("connect ip=%s: block state unreadable; allowing", ip);
+		break;
+	default:
+		break;
+	}
+	return dir_connect(c, ip);
+}
 
 static void dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
 			 struct ipc_reader *r, void *ctx)
 {
 	struct dir_client *c = ctx;
-	const char *a = NULL, *b = NULL;
+	const char *a = NULL, *b = NULL, *ip = DIR_LOGIN_IP_UNKNOWN, *mech = "unknown";
+	uint32_t kind = LISTENER_SMTP, proto = IPC_PROTO_SMTP;
 
 	switch (type) {
 	case IPC_DIR_CONNECT:
+		a = ipc_get_str(r);
+		/* Front-ends not yet sending the listener kind: "smtp". */
+		if (!r->error && r->left > 0)
+			kind = ipc_get_u32(r);
+		break;
 	case IPC_DIR_DISCONNECT:
 	case IPC_DIR_RCPT:
 	case IPC_DIR_LOGIN:
@@ -444,6 +718,16 @@ static void dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
 		a = ipc_get_str(r);
 		break;
 	case IPC_DIR_AUTH:
+		a = ipc_get_str(r);
+		b = ipc_get_str(r);
+		/* The login context (ip, protocol, mechanism) may be missing at
+		 * the end of frames from front-ends that predate it. */
+		if (!r->error && r->left > 0) {
+			ip = ipc_get_str(r);
+			proto = ipc_get_u32(r);
+			mech = ipc_get_str(r);
+		}
+		break;
 	case IPC_DIR_SENDER:
 		a = ipc_get_str(r);
 		b = ipc_get_str(r);
@@ -453,13 +737,16 @@ static void dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
 		return;
 	}
 	if (r->error || a == NULL ||
-	    ((type == IPC_DIR_AUTH || type == IPC_DIR_SENDER) && b == NULL)) {
+	    ((type == IPC_DIR_AUTH || type == IPC_DIR_SENDER) && b == NULL) ||
+	    (type == IPC_DIR_CONNECT && kind >= LISTENER_COUNT) ||
+	    (type == IPC_DIR_AUTH && (ip == NULL || mech == NULL ||
+				      dir_login_proto_name((enum ipc_auth_proto)proto) == NULL))) {
 		log_warn("malformed frame type=%" PRIu32 " id=%" PRIu64, type, id);
 		goto out;
 	}
 	switch (type) {
 	case IPC_DIR_CONNECT:
-		dir_reply_u32(c, id, dir_connect(c, a));
+		dir_reply_u32(c, id, dir_connect_check(c, a, (enum listener_kind)kind));
 		break;
 	case IPC_DIR_DISCONNECT:
 		dir_count_give(c, &c->srv->ips, a);
@@ -476,7 +763,7 @@ static void dir_frame_cb(struct ipc_conn *conn, uint32_t type, uint64_t id,
 		dir_rcpt(c, id, a);
 		break;
 	case IPC_DIR_AUTH:
-		dir_auth(c, id, a, b);
+		dir_auth(c, id, a, b, ip, (enum ipc_auth_proto)proto, mech);
 		break;
 	case IPC_DIR_SENDER: {
 		int ret = account_sender_allowed(c->srv->db, a, b);
@@ -537,6 +824,7 @@ int directory_main(const struct config *cfg)
 	int lfd = -1, ret = 1;
 
 	signal(SIGPIPE, SIG_IGN);
+	audit_init(cfg->audit_log);
 
 	if (account_db_open(cfg->db_path, true, &srv.db, &error) < 0) {
 		log_error("account db %s: %s", cfg->db_path, error);
@@ -576,6 +864,11 @@ int directory_main(const struct config *cfg)
 		ret = 0;
 out:
 	workpool_free(&srv.pool, dir_auth_drop);
+	while (srv.delayed != NULL) {   /* FAIL replies still on their timer */
+		struct dir_auth_job *job = srv.delayed;
+		dir_auth_delay_unlink(job);
+		dir_auth_finish(job, false);
+	}
 	while (srv.clients != NULL)
 		dir_client_unlink_free(srv.clients);
 	struct dir_table *tables[] = { &srv.ips, &srv.logins };

@@ -8,7 +8,8 @@
  *
  * Passwords are checked by the directory process (IPC_DIR_AUTH); they are
  * wiped here as soon as they are sent and never logged. Login refuses
- * plaintext before TLS (LOGINDISABLED, [PRIVACYREQUIRED]).
+ * plaintext before TLS (LOGINDISABLED, [PRIVACYREQUIRED]) unless the
+ * listener has allow_plaintext_auth (loopback testing only; logged).
  */
 #include "imapd/imap-private.h"
 
@@ -26,12 +27,22 @@
 
 /* ---- capabilities ---- */
 
+/* LOGIN/AUTHENTICATE may be used now: over TLS, or in plaintext where the
+ * operator set listen.<listener>.allow_plaintext_auth (the config allows it
+ * on loopback addresses only; every such login is logged as a warning). */
+static bool imap_auth_allowed(const struct imap_session *s)
+{
+	return s->tls || s->server->cfg->tls_listener[s->kind].allow_plaintext_auth;
+}
+
 void imap_capabilities(const struct imap_session *s, struct buf *out)
 {
 	buf_append_str(out, "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE");
 	if (s->state < IMAP_STATE_AUTH) {
+		/* (On imaps the greeting goes out during the handshake.) */
 		if (!s->tls && s->kind == LISTENER_IMAP)
-			buf_append_str(out, " STARTTLS LOGINDISABLED");
+			buf_append_str(out, imap_auth_allowed(s) ? " STARTTLS AUTH=PLAIN"
+								 : " STARTTLS LOGINDISABLED");
 		else
 			buf_append_str(out, " AUTH=PLAIN");
 		return;
@@ -187,17 +198,22 @@ static void cmd_starttls_run(struct imap_cmd *cmd)
 
 /* ---- LOGIN / AUTHENTICATE ---- */
 
-static void imap_login_fail(struct imap_session *s, const char *user)
+/* A refused login; expired: the password was right but too old (it counts
+ * as a failure all the same). */
+static void imap_login_refused(struct imap_session *s, const char *user, bool expired)
 {
 	struct imap_cmd *cmd = s->cmd;
+	const char *text = expired ? "[EXPIRED] Password expired, set a new one"
+				   : "[AUTHENTICATIONFAILED] Authentication failed";
 	s->auth_failures++;
-	log_warn("session=%llx ip=%s auth failed user=%s mechanism=%s", IMAP_SID(s), s->ip,
-		 user != NULL ? user : "-", s->mech != NULL ? s->mech : "-");
-	imap_cmd_no(cmd, "[AUTHENTICATIONFAILED] Authentication failed");
+	log_warn("session=%llx ip=%s auth failed user=%s mechanism=%s%s", IMAP_SID(s), s->ip,
+		 user != NULL ? user : "-", s->mech != NULL ? s->mech : "-",
+		 expired ? ": password expired" : "");
+	imap_cmd_no(cmd, "%s", text);
 	if (s->auth_failures >= s->server->cfg->max_auth_failures) {
 		/* The tagged NO first, then BYE (command_end sees logout). */
-		imap_out(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
-			    "* BYE Too many authentication failures\r\n", cmd->tag);
+		imap_out(s, "%s NO %s\r\n"
+			    "* BYE Too many authentication failures\r\n", cmd->tag, text);
 		cmd->tagged_written = true;
 		s->logout = true;
 	}
@@ -235,6 +251,10 @@ static void imap_login_open_done(struct imap_session *s)
 		buf_free(&caps);
 		log_info("session=%llx login user=%s mechanism=%s ip=%s", IMAP_SID(s), s->user,
 			 s->mech, s->ip);
+		if (!s->tls)
+			log_warn("session=%llx ip=%s user=%s: plaintext login on listener %s "
+				 "(allow_plaintext_auth; for loopback testing only)", IMAP_SID(s),
+				 s->ip, s->user, listener_kind_name(s->kind));
 	}
 	imap_session_command_end(s);
 	if (s->state != IMAP_STATE_LOGOUT)
@@ -285,7 +305,7 @@ static void imap_auth_reply_cb(void *ctx, struct ipc_reader *r)
 		goto end;
 	}
 	if (result != IPC_AUTH_OK) {
-		imap_login_fail(s, user);
+		imap_login_refused(s, user, result == IPC_AUTH_EXPIRED);
 		goto end;
 	}
 	/* Quota limits (newer directories send them; 0 = unlimited). */
@@ -328,6 +348,9 @@ static int imap_auth_request(struct imap_session *s, const char *user, char *pas
 	ipc_put_str(&w, user);
 	ipc_put_str(&w, password);
 	secure_zero(password, password_len);
+	ipc_put_str(&w, s->ip);
+	ipc_put_u32(&w, IPC_PROTO_IMAP);
+	ipc_put_str(&w, s->mech != NULL ? s->mech : "LOGIN");
 	s->dir_wait = imapd_dir_request(s->server, IPC_DIR_AUTH, &w, imap_auth_reply_cb, s);
 	secure_zero(w.b.data, w.b.len);
 	ipc_writer_free(&w);
@@ -345,7 +368,7 @@ static int cmd_login_check(struct imap_cmd *cmd)
 		imap_cmd_bad(cmd, "Syntax: LOGIN user password");
 		return -1;
 	}
-	if (!cmd->s->tls) {
+	if (!imap_auth_allowed(cmd->s)) {
 		imap_cmd_no(cmd, "[PRIVACYREQUIRED] Use STARTTLS first");
 		return -1;
 	}
@@ -396,7 +419,7 @@ static void imap_auth_plain(struct imap_session *s, const char *b64, size_t len)
 	size_t plen = dlen - (size_t)(nul2 + 1 - dec);
 	if (*authzid != '\0' && strcmp(authzid, authcid) != 0) {
 		secure_zero(dec, sizeof(dec));
-		imap_login_fail(s, authcid);
+		imap_login_refused(s, authcid, false);
 		return;
 	}
 	imap_auth_request(s, authcid, password, plen);
@@ -411,7 +434,7 @@ static int cmd_authenticate_check(struct imap_cmd *cmd)
 		imap_cmd_bad(cmd, "Syntax: AUTHENTICATE mechanism [initial-response]");
 		return -1;
 	}
-	if (!cmd->s->tls) {
+	if (!imap_auth_allowed(cmd->s)) {
 		imap_cmd_no(cmd, "[PRIVACYREQUIRED] Use STARTTLS first");
 		return -1;
 	}

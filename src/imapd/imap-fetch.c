@@ -66,6 +66,7 @@ struct fetch_stream {
 	uint64_t left;       /* octets still to send */
 	bool prev_cr;
 	bool eof;            /* the file ended early: pad */
+	bool nul80;          /* BODY[...]: NUL sent as 0x80 (see fetch_nul80()) */
 };
 
 struct fetch_priv {
@@ -85,6 +86,7 @@ struct fetch_priv {
 	bool in_msg;
 	unsigned item_idx;
 	bool seen_changed;   /* current message got \Seen: report FLAGS */
+	bool search_filled;  /* current message's SEARCH data cached */
 	int fd;
 	struct mime_message *mime;
 	struct fetch_stream stream;
@@ -92,6 +94,7 @@ struct fetch_priv {
 
 static void fetch_msg_release(struct fetch_priv *fp)
 {
+	fp->search_filled = false;
 	mime_free(&fp->mime);
 	if (fp->fd >= 0) {
 		close(fp->fd);
@@ -375,9 +378,21 @@ int imap_cmd_fetch_check(struct imap_cmd *cmd)
 
 /* ---- streaming ---- */
 
-/* Converts LF to CRLF (an existing CRLF stays) from in into out; returns
- * octets written (out must hold 2 * len). */
-static size_t fetch_crlf(const char *in, size_t len, char *out, bool *prev_cr)
+/* A message stored with NUL octets (APPENDed as a literal8, RFC 3516)
+ * cannot go out in a plain literal: RFC 9051 literals are CHAR8, without
+ * %x00. As Dovecot does, BODY[...] and RFC822* send each NUL as 0x80 (same
+ * length, so sizes stay true); BINARY[...] sends the real octets in a
+ * literal8. Replaces in place. */
+static void fetch_nul80(char *data, size_t len)
+{
+	char *p = data, *end = data + len;
+	while (p < end && (p = memchr(p, '\0', (size_t)(end - p))) != NULL)
+		*p++ = (char)0x80;
+}
+
+/* Converts LF to CRLF (an existing CRLF stays) from in into out, NUL to
+ * 0x80 when nul80; returns octets written (out must hold 2 * len). */
+static size_t fetch_crlf(const char *in, size_t len, char *out, bool *prev_cr, bool nul80)
 {
 	size_t o = 0;
 	bool cr = *prev_cr;
@@ -385,6 +400,8 @@ static size_t fetch_crlf(const char *in, size_t len, char *out, bool *prev_cr)
 		char c = in[i];
 		if (c == '\n' && !cr)
 			out[o++] = '\r';
+		else if (c == '\0' && nul80)
+			c = (char)0x80;
 		out[o++] = c;
 		cr = c == '\r';
 	}
@@ -426,7 +443,7 @@ static int fetch_stream_some(struct imap_cmd *cmd, struct fetch_priv *fp)
 				st->eof = true;
 			} else {
 				st->file_off += (uint64_t)r;
-				size_t n = fetch_crlf(raw, (size_t)r, conv, &st->prev_cr);
+				size_t n = fetch_crlf(raw, (size_t)r, conv, &st->prev_cr, st->nul80);
 				const char *p = conv;
 				if (st->skip > 0) {
 					size_t sk = st->skip < n ? (size_t)st->skip : n;
@@ -463,7 +480,7 @@ static int fetch_header_extent(int fd, uint64_t *hdr_crlf_r, uint64_t *body_off_
 {
 	char raw[8192];
 	uint64_t off = 0, crlf = 0;
-	int state = 0; /* 1: just saw LF (line start) */
+	int state = 1; /* 1: at a line start (the message starts at one) */
 	bool prev_cr = false;
 	for (;;) {
 		ssize_t r = pread(fd, raw, sizeof(raw), (off_t)off);
@@ -515,7 +532,17 @@ static int fetch_mime(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_t seq)
 	if (fetch_open(cmd, fp, seq) < 0)
 		return -1;
 	fp->mime = mime_parse_fd(fp->fd);
-	return fp->mime != NULL ? 0 : -1;
+	if (fp->mime == NULL)
+		return -1;
+	/* RFC822.SIZE comes free with the parse: no second read for it */
+	mbox_msg_set_vsize(cmd->s->mbox, seq, mime_size(fp->mime));
+	return 0;
+}
+
+/* mime_binary()'s error for a part number that the message does not have. */
+static bool fetch_binary_no_part(const char *error)
+{
+	return error != NULL && strcmp(error, "No such part") == 0;
 }
 
 static int fetch_cached(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_t seq,
@@ -543,6 +570,15 @@ static int fetch_cached(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_t se
 		if (field != MSTORE_CACHE_ENVELOPE || !s->utf8)
 			mbox_cache_set(s->mbox, seq, field, b.data);
 		ret = imap_out_raw(s, b.data, b.len);
+	}
+	if (ret == 0 && !fp->search_filled) {
+		/* the first parse of this message: SEARCH data too, so
+		 * SEARCH FROM/SUBJECT... never needs the file */
+		fp->search_filled = true;
+		buf_reset(&b);
+		if (mime_search_fields(fp->mime, &b) == 0)
+			(void)mbox_search_data_set(s->mbox, seq, b.data != NULL ? b.data : "", b.len,
+						   mime_sent_date(fp->mime, true));
 	}
 	buf_free(&b);
 	return ret;
@@ -625,6 +661,7 @@ static int fetch_item_write(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_
 			return -2;
 		fp->stream.from_mem = false;
 		fp->stream.prev_cr = false;
+		fp->stream.nul80 = true;
 		if (it->whole) {
 			uint64_t size = msg->vsize;
 			if (size == 0 && mbox_msg_vsize(s->mbox, seq, &size) < 0)
@@ -646,6 +683,8 @@ static int fetch_item_write(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_
 		buf_reset(&fp->stream.mem);
 		if (mime_section(fp->mime, it->section, &fp->stream.mem, &error) != 0)
 			buf_reset(&fp->stream.mem); /* too big or odd: empty */
+		if (fp->stream.mem.len > 0)
+			fetch_nul80(fp->stream.mem.data, fp->stream.mem.len);
 		fp->stream.from_mem = true;
 		return fetch_literal_start(cmd, fp, it, fp->stream.mem.len, false);
 	case FI_BINARY:
@@ -654,6 +693,8 @@ static int fetch_item_write(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_
 			return -2;
 		buf_reset(&fp->stream.mem);
 		int ret = mime_binary(fp->mime, it->section, &fp->stream.mem, &error);
+		if (ret == -1 && fetch_binary_no_part(error))
+			ret = -3; /* no such part: empty data, as for BODY[] */
 		if (ret == -1) {
 			/* RFC 3516: an unknown CTE is NO [UNKNOWN-CTE] */
 			imap_cmd_no(cmd, "[UNKNOWN-CTE] %s", error != NULL ? error : "Cannot decode");
@@ -669,14 +710,47 @@ static int fetch_item_write(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_
 		bool has_nul = memchr(fp->stream.mem.data != NULL ? fp->stream.mem.data : "", '\0',
 				      fp->stream.mem.len) != NULL;
 		fp->stream.from_mem = true;
+		fp->stream.nul80 = false;
 		return fetch_literal_start(cmd, fp, it, fp->stream.mem.len, has_nul);
 	}
 	}
 	return -1;
 }
 
+/* RFC 3516 / RFC 9051 7.5.2: a BINARY item that cannot be decoded ends
+ * the command with NO [UNKNOWN-CTE] before this message's "* n FETCH (" is
+ * written (never a half-written response). Probes each BINARY item with a
+ * buffer that takes nothing: decodable parts stop at the first octet.
+ * 0 go on, -1 answered. */
+static int fetch_binary_check(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_t seq)
+{
+	for (unsigned i = 0; i < fp->nitems; i++) {
+		const struct fetch_item *it = &fp->items[i];
+		if (it->type != FI_BINARY && it->type != FI_BINARY_SIZE)
+			continue;
+		if (fetch_mime(cmd, fp, seq) < 0)
+			return 0; /* the file is gone: the item says NIL */
+		struct buf probe;
+		const char *error = NULL;
+		buf_init(&probe, 0);
+		int ret = mime_binary(fp->mime, it->section, &probe, &error);
+		buf_free(&probe);
+		if (ret != -1 || fetch_binary_no_part(error))
+			continue;
+		if (error != NULL && strcmp(error, "Invalid part") == 0)
+			imap_cmd_bad(cmd, "Invalid BINARY section %s", it->section);
+		else
+			/* an unknown transfer encoding, or a multipart or
+			 * message/rfc822 part that has none to remove */
+			imap_cmd_no(cmd, "[UNKNOWN-CTE] Cannot decode BINARY[%s]: %s", it->section,
+				    error != NULL ? error : "unknown encoding");
+		return -1;
+	}
+	return 0;
+}
+
 /* Starts a message: decides whether it is sent, sets \Seen. 1 go, 0 skip,
- * -1 error. */
+ * -1 error (the command may be answered already). */
 static int fetch_msg_begin(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_t seq)
 {
 	struct imap_session *s = cmd->s;
@@ -698,6 +772,8 @@ static int fetch_msg_begin(struct imap_cmd *cmd, struct fetch_priv *fp, uint32_t
 			return -1;
 		}
 	}
+	if (fetch_binary_check(cmd, fp, seq) < 0)
+		return -1;
 	if (fp->set_seen && !s->readonly && !msg->expunged && (msg->flags & IMAP_FLAG_SEEN) == 0) {
 		bool changed = false, conflict = false;
 		if (mbox_store(s->mbox, seq, MBOX_STORE_ADD, IMAP_FLAG_SEEN, NULL, 0, &changed,
@@ -723,19 +799,31 @@ void imap_cmd_fetch_run(struct imap_cmd *cmd)
 			return;
 		}
 		if (fp->vanished) {
-			struct imap_seqset v;
+			/* RFC 7162 3.2.6: the UIDs as the client wrote them, with
+			 * "*" as UIDNEXT-1 (as SELECT QRESYNC does), not the set
+			 * resolved against the view's last UID: UIDs expunged
+			 * above the last message are reported too. */
+			struct imap_seqset v, uids;
 			memset(&v, 0, sizeof(v));
-			if (mbox_vanished_since(s->mbox, fp->changedsince, &fp->set, &v) == 0 &&
-			    v.count > 0) {
-				imap_out(s, "* VANISHED (EARLIER) ");
-				imap_seqset_write(&v, &s->out);
-				imap_out(s, "\r\n");
+			const char *text = imap_arg_atom(&cmd->args[0]);
+			if (text != NULL && imap_seqset_parse(text, cmd->args[0].len, &uids) == 0) {
+				imap_seqset_resolve(&uids, mbox_uidnext(s->mbox) - 1);
+				if (mbox_vanished_since(s->mbox, fp->changedsince,
+							uids.dollar ? &s->saved : &uids, &v) == 0 &&
+				    v.count > 0) {
+					imap_out(s, "* VANISHED (EARLIER) ");
+					imap_seqset_write(&v, &s->out);
+					imap_out(s, "\r\n");
+				}
+				imap_seqset_free(&uids);
 			}
 			imap_seqset_free(&v);
 		}
 	}
 	if (fp->set_seen && !s->readonly && mbox_begin(s->mbox) == 0)
 		in_txn = true;
+	else
+		(void)mbox_read_begin(s->mbox);   /* one snapshot for the chunk's lookups */
 
 	while (fp->pos < fp->n) {
 		uint32_t seq = fp->seqs[fp->pos];
@@ -744,7 +832,8 @@ void imap_cmd_fetch_run(struct imap_cmd *cmd)
 				goto out;
 			int r = fetch_msg_begin(cmd, fp, seq);
 			if (r < 0) {
-				imap_cmd_store_error(cmd, "FETCH open");
+				if (!cmd->finished)
+					imap_cmd_store_error(cmd, "FETCH open");
 				goto out;
 			}
 			if (r == 0) {
@@ -808,6 +897,9 @@ void imap_cmd_fetch_run(struct imap_cmd *cmd)
 out:
 	if (in_txn)
 		mbox_commit(s->mbox);
+	else
+		mbox_read_end(s->mbox);
+	mbox_cache_flush(s->mbox);   /* this chunk's cache fills, in one transaction */
 	if (cmd->finished && fp->in_msg) {
 		/* an error mid-message: the response line cannot be finished
 		 * correctly any more; close the connection after the tag */
@@ -830,13 +922,26 @@ struct store_priv {
 	uint32_t n, pos;
 	bool started;
 	struct imap_seqset modified;
+	char *kw_known;      /* the mailbox's keywords the client knows of */
 };
+
+/* RFC 9051 7.3.5: FLAGS and PERMANENTFLAGS again when a STORE gave the
+ * mailbox a new keyword (as imap-select.c does after a sync). */
+static void store_write_flag_lists(struct imap_session *s, const char *kw)
+{
+	bool has_kw = kw != NULL && *kw != '\0';
+	imap_out(s, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft%s%s)\r\n",
+		 has_kw ? " " : "", has_kw ? kw : "");
+	imap_out(s, "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft%s%s \\*)]"
+		    " Flags permitted\r\n", has_kw ? " " : "", has_kw ? kw : "");
+}
 
 static void store_priv_free(void *p)
 {
 	struct store_priv *sp = p;
 	imap_seqset_free(&sp->set);
 	imap_seqset_free(&sp->modified);
+	free(sp->kw_known);
 	free(sp->keywords);
 	free(sp->seqs);
 	free(sp);
@@ -943,6 +1048,8 @@ void imap_cmd_store_run(struct imap_cmd *cmd)
 				imap_cmd_serverbug(cmd, "out of memory");
 			return;
 		}
+		if (sp->keywords != NULL)
+			sp->kw_known = strdup(mbox_keywords(s->mbox));
 	}
 	if (mbox_begin(s->mbox) < 0) {
 		imap_cmd_store_error(cmd, "STORE begin");
@@ -958,9 +1065,14 @@ void imap_cmd_store_run(struct imap_cmd *cmd)
 			cmd->expunge_issued = true;
 			continue;
 		}
-		if (mbox_store(s->mbox, seq, sp->op, sp->flags, sp->keywords,
-			       sp->has_unchangedsince ? sp->unchangedsince : 0, &changed,
-			       &conflict) < 0) {
+		if (sp->has_unchangedsince && sp->unchangedsince == 0) {
+			/* RFC 7162 3.1.3: UNCHANGEDSINCE 0 always fails for
+			 * flags, which always exist (mbox_store reads 0 as "no
+			 * condition") */
+			conflict = true;
+		} else if (mbox_store(s->mbox, seq, sp->op, sp->flags, sp->keywords,
+				      sp->has_unchangedsince ? sp->unchangedsince : 0, &changed,
+				      &conflict) < 0) {
 			enum mstore_err code;
 			mstore_error(s->store, &code);
 			if (code == MSTORE_ERR_EXPUNGED) {
@@ -976,6 +1088,16 @@ void imap_cmd_store_run(struct imap_cmd *cmd)
 			continue;
 		}
 		msg = mbox_msg(s->mbox, seq);
+		if (changed && sp->kw_known != NULL &&
+		    strcmp(sp->kw_known, mbox_keywords(s->mbox)) != 0) {
+			/* a keyword new to the mailbox: before its FETCH */
+			char *kw = strdup(mbox_keywords(s->mbox));
+			if (kw != NULL) {
+				free(sp->kw_known);
+				sp->kw_known = kw;
+			}
+			store_write_flag_lists(s, mbox_keywords(s->mbox));
+		}
 		if (!sp->silent) {
 			imap_write_flags_fetch(s, seq, msg, cmd->uid || s->qresync);
 		} else if (changed && s->condstore) {
@@ -995,14 +1117,31 @@ void imap_cmd_store_run(struct imap_cmd *cmd)
 	if (sp->pos < sp->n)
 		return; /* next chunk */
 	if (sp->modified.count > 0) {
-		struct buf set;
-		buf_init(&set, 400);
-		if (imap_seqset_write(&sp->modified, &set) < 0) {
+		/* At most one number (10 digits) and a separator per message;
+		 * the tagged line goes to s->out, so keep well under its max. */
+		static const char tail[] = "] Conditional STORE failed";
+		size_t max = (size_t)sp->n * 11 + 64;
+		if (max > IMAP_OUT_MAX / 2)
+			max = IMAP_OUT_MAX / 2;
+		struct buf text;
+		buf_init(&text, max);
+		if (buf_append_str(&text, "[MODIFIED ") < 0 ||
+		    imap_seqset_write(&sp->modified, &text) < 0 ||
+		    buf_append_str(&text, tail) < 0) {
+			/* a cut set would name wrong messages */
+			log_warn("session=%llx STORE: [MODIFIED] set over %zu octets left out",
+				 IMAP_SID(s), max);
 			imap_cmd_ok(cmd, "Conditional STORE failed for some messages");
+		} else if (text.len < sizeof(cmd->result)) {
+			imap_cmd_ok(cmd, "%s", text.data);
 		} else {
-			imap_cmd_ok(cmd, "[MODIFIED %s] Conditional STORE failed", set.data);
+			/* RFC 7162 3.1.3: the whole set, in a text longer than
+			 * cmd->result; the session prints result_long. */
+			imap_cmd_ok(cmd, "Conditional STORE failed for some messages");
+			cmd->result_long = text.data;
+			text.data = NULL;
 		}
-		buf_free(&set);
+		buf_free(&text);
 		return;
 	}
 	imap_cmd_ok(cmd, "%s completed", cmd->def->name);

@@ -539,6 +539,94 @@ static void list_write_special(struct buf *out, unsigned su, const char **sep)
 	}
 }
 
+static bool list_match_any(const struct list_priv *lp, const char *name)
+{
+	for (unsigned p = 0; p < lp->npatterns; p++)
+		if (list_match(lp->patterns[p], name))
+			return true;
+	return false;
+}
+
+/* A parent name of a subscribed folder (RFC 5258 3.5 RECURSIVEMATCH,
+ * RFC 3501 6.3.9 LSUB): hidden when one of the subscribed folders below
+ * it does not match the patterns; listed when a folder of that name was
+ * listed already. */
+struct list_parent {
+	char *name;
+	bool hidden;
+	bool listed;
+};
+
+static int list_parent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct list_parent *)a)->name, ((const struct list_parent *)b)->name);
+}
+
+static void list_parents_free(struct list_parent *pa, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(pa[i].name);
+	free(pa);
+}
+
+/* The parent names of every subscribed folder, sorted and unique; 0 or -1
+ * (out of memory). */
+static int list_parents(const struct list_priv *lp, struct list_parent **pa_r, size_t *n_r)
+{
+	struct list_parent *pa = NULL;
+	size_t n = 0, alloc = 0;
+	*pa_r = NULL;
+	*n_r = 0;
+	for (size_t i = 0; i < lp->nfolders; i++) {
+		const struct list_folder *f = &lp->folders[i];
+		if (!f->subscribed || strchr(f->name, MSTORE_DELIMITER) == NULL)
+			continue;
+		bool hidden = !list_match_any(lp, f->name);
+		for (const char *d = strchr(f->name, MSTORE_DELIMITER); d != NULL;
+		     d = strchr(d + 1, MSTORE_DELIMITER)) {
+			if (n == alloc) {
+				size_t na = alloc == 0 ? 16 : alloc * 2;
+				struct list_parent *np = realloc(pa, na * sizeof(*np));
+				if (np == NULL)
+					goto nomem;
+				pa = np;
+				alloc = na;
+			}
+			pa[n].name = strndup(f->name, (size_t)(d - f->name));
+			if (pa[n].name == NULL)
+				goto nomem;
+			pa[n].hidden = hidden;
+			pa[n].listed = false;
+			n++;
+		}
+	}
+	if (n > 1) {
+		qsort(pa, n, sizeof(*pa), list_parent_cmp);
+		size_t o = 0;
+		for (size_t i = 1; i < n; i++) {
+			if (strcmp(pa[i].name, pa[o].name) == 0) {
+				pa[o].hidden = pa[o].hidden || pa[i].hidden;
+				free(pa[i].name);
+			} else {
+				pa[++o] = pa[i];
+			}
+		}
+		n = o + 1;
+	}
+	*pa_r = pa;
+	*n_r = n;
+	return 0;
+nomem:
+	list_parents_free(pa, n);
+	return -1;
+}
+
+static struct list_parent *list_parent_find(struct list_parent *pa, size_t n, const char *name)
+{
+	struct list_parent key = { .name = (char *)(uintptr_t)name };
+	return n == 0 ? NULL : bsearch(&key, pa, n, sizeof(*pa), list_parent_cmp);
+}
+
 void imap_cmd_list_run(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
@@ -561,15 +649,46 @@ void imap_cmd_list_run(struct imap_cmd *cmd)
 	}
 	bool sel_sub = lp->lsub || (lp->opts & LIST_SEL_SUBSCRIBED) != 0;
 	bool show_sub = (lp->opts & (LIST_SEL_SUBSCRIBED | LIST_RET_SUBSCRIBED)) != 0;
-	for (size_t i = 0; i < lp->nfolders; i++) {
-		const struct list_folder *f = &lp->folders[i];
-		bool match = false;
-		for (unsigned p = 0; p < lp->npatterns && !match; p++)
-			match = list_match(lp->patterns[p], f->name);
-		if (!match)
+	/* RFC 5258 3.5: with RECURSIVEMATCH a parent of a subscribed folder
+	 * is listed with CHILDINFO ("SUBSCRIBED"); RFC 3501 6.3.9: LSUB lists
+	 * an unsubscribed parent of a subscribed folder that the pattern
+	 * hides ("%") as \Noselect. */
+	bool recursive = !lp->lsub && (lp->opts & LIST_SEL_RECURSIVE) != 0;
+	struct list_parent *parents = NULL;
+	size_t nparents = 0;
+	if ((recursive || lp->lsub) && list_parents(lp, &parents, &nparents) < 0) {
+		imap_cmd_serverbug(cmd, "out of memory listing folders");
+		return;
+	}
+	for (size_t i = 0; i < lp->nfolders + nparents; i++) {
+		struct list_folder synth = { 0 };
+		const struct list_folder *f = &synth;
+		struct list_parent *parent;
+		if (i < lp->nfolders) {
+			f = &lp->folders[i];
+			parent = list_parent_find(parents, nparents, f->name);
+			if (parent != NULL)
+				parent->listed = true;
+		} else {
+			/* then the parents no folder stands for (names that
+			 * exist only through subscribed children) */
+			parent = &parents[i - lp->nfolders];
+			if (parent->listed)
+				continue;
+			synth.name = parent->name;
+			synth.nonexistent = true;
+			synth.has_children = true;
+		}
+		if (!list_match_any(lp, f->name))
 			continue;
-		if (sel_sub && !f->subscribed)
-			continue;
+		bool childinfo = recursive && parent != NULL;
+		bool noselect = false;
+		if (sel_sub && !f->subscribed) {
+			if (lp->lsub && parent != NULL && parent->hidden)
+				noselect = true;
+			else if (!childinfo)
+				continue;
+		}
 		if ((lp->opts & LIST_SEL_SPECIALUSE) && f->special_use == 0)
 			continue;
 		/* A deleted parent that still has children, or a subscription
@@ -578,6 +697,10 @@ void imap_cmd_list_run(struct imap_cmd *cmd)
 			continue;
 		buf_printf(out, "* %s (", lp->lsub ? "LSUB" : "LIST");
 		const char *sep = "";
+		if (noselect && !f->nonexistent) {
+			buf_append_str(out, "\\Noselect");
+			sep = " ";
+		}
 		if (f->nonexistent) {
 			buf_printf(out, "%s%s", sep, lp->lsub || !s->rev2 ? "\\Noselect"
 								     : "\\NonExistent");
@@ -594,6 +717,8 @@ void imap_cmd_list_run(struct imap_cmd *cmd)
 		}
 		buf_append_str(out, ") \".\" ");
 		imap_write_mailbox(s, out, f->name);
+		if (childinfo)
+			buf_append_str(out, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
 		buf_append_str(out, "\r\n");
 		if ((lp->opts & LIST_RET_STATUS) && !f->nonexistent) {
 			/* RFC 5819: a folder that cannot be opened just gets no
@@ -605,6 +730,7 @@ void imap_cmd_list_run(struct imap_cmd *cmd)
 			}
 		}
 	}
+	list_parents_free(parents, nparents);
 	imap_cmd_ok(cmd, "%s completed", lp->lsub ? "LSUB" : "LIST");
 }
 

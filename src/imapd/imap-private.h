@@ -99,6 +99,7 @@ struct imap_cmd {
 	bool finished;
 	enum imap_status status;
 	char result[512];              /* text after "tag OK " */
+	char *result_long;  /* malloc'ed tagged text longer than result, or NULL */
 	void *priv;                    /* the command's own state */
 	void (*priv_free)(void *priv);
 	unsigned chunk_msgs;           /* messages done in the current chunk */

@@ -6,9 +6,13 @@
  *
  * The criteria are parsed and evaluated by lib-imap (imap-search.h); this
  * file supplies the per-message callbacks: flags, UID, sizes and dates
- * from the index, headers and text from lib-mime on a file opened only
- * when an expensive key is reached. Runs on pool threads in chunks: a job
- * stops after IMAP_CHUNK_MSGS messages whose file it had to read.
+ * from the index; FROM, TO, CC, BCC, SUBJECT (and HEADER with those
+ * fields) and SENT* from the index's SEARCH data (mbox_search_data_load,
+ * loaded SEARCH_WINDOW messages at a time); other headers and text from
+ * lib-mime on a file opened only when such a key is reached. A message
+ * whose file had to be parsed gets its SEARCH data cached for next time.
+ * Runs on pool threads in chunks: a job stops after IMAP_CHUNK_MSGS
+ * messages whose file it had to read.
  */
 #include "imapd/imap-private.h"
 
@@ -25,6 +29,12 @@
 
 /* Messages evaluated without opening a file, per chunk. */
 #define SEARCH_CHEAP_PER_CHUNK 50000u
+/* Messages whose SEARCH data is loaded from the index in one query. */
+#define SEARCH_WINDOW 512u
+/* Needles folded once per command (a program has few string keys). */
+#define SEARCH_FOLDED_MAX 16u
+/* SEARCH data of one message is at most this large (else not cached). */
+#define SEARCH_DATA_MAX (64u * 1024)
 
 struct search_priv {
 	unsigned ret;              /* IMAP_SEARCH_RET_* */
@@ -36,6 +46,16 @@ struct search_priv {
 	uint32_t nhits, hits_alloc;
 	uint64_t max_modseq;
 	unsigned cheap;
+	/* SEARCH data of messages win_first .. win_first + win_n - 1 */
+	struct mbox_search_data win[SEARCH_WINDOW];
+	uint32_t win_first, win_n;
+	void *win_arena;
+	bool win_failed;
+	struct {
+		const char *needle;  /* the program's string (stable) */
+		char *folded;
+	} folded[SEARCH_FOLDED_MAX];
+	unsigned nfolded;
 };
 
 static void search_priv_free(void *p)
@@ -43,6 +63,9 @@ static void search_priv_free(void *p)
 	struct search_priv *sp = p;
 	imap_search_free(&sp->search);
 	free(sp->hits);
+	free(sp->win_arena);
+	for (unsigned i = 0; i < sp->nfolded; i++)
+		free(sp->folded[i].folded);
 	free(sp);
 }
 
@@ -75,11 +98,14 @@ int imap_cmd_search_check(struct imap_cmd *cmd)
 
 struct search_msg {
 	struct imap_cmd *cmd;
+	struct search_priv *sp;
 	uint32_t seq;
 	const struct mstore_msg *msg;
 	int fd;
 	struct mime_message *mime;
 	bool failed;
+	const struct mbox_search_data *data; /* NULL: not looked up yet */
+	bool data_looked;
 };
 
 static struct mime_message *search_mime(struct search_msg *m)
@@ -97,6 +123,63 @@ static struct mime_message *search_mime(struct search_msg *m)
 	if (m->mime == NULL)
 		m->failed = true;
 	return m->mime;
+}
+
+/* The message's cached SEARCH data, or NULL (then the file answers). */
+static const struct mbox_search_data *search_data(struct search_msg *m)
+{
+	struct search_priv *sp = m->sp;
+	if (m->data_looked)
+		return m->data;
+	m->data_looked = true;
+	if (m->msg->expunged)
+		return NULL;
+	if (m->seq < sp->win_first || m->seq >= sp->win_first + sp->win_n) {
+		struct mbox *mbox = m->cmd->s->mbox;
+		uint32_t last = mbox_count(mbox);
+		if (last - m->seq >= SEARCH_WINDOW)
+			last = m->seq + SEARCH_WINDOW - 1;
+		free(sp->win_arena);
+		sp->win_arena = NULL;
+		sp->win_first = m->seq;
+		sp->win_n = last - m->seq + 1;
+		sp->win_failed = mbox_search_data_load(mbox, m->seq, last, sp->win,
+						      &sp->win_arena) < 0;
+	}
+	if (sp->win_failed)
+		return NULL;
+	const struct mbox_search_data *d = &sp->win[m->seq - sp->win_first];
+	m->data = d->hdrs != NULL ? d : NULL;
+	return m->data;
+}
+
+/* Caches the SEARCH data of a message whose file this search parsed. */
+static void search_data_fill(struct search_msg *m)
+{
+	if (m->mime == NULL || m->msg->expunged || search_data(m) != NULL)
+		return;
+	struct buf b;
+	buf_init(&b, SEARCH_DATA_MAX);
+	if (mime_search_fields(m->mime, &b) == 0)
+		(void)mbox_search_data_set(m->cmd->s->mbox, m->seq, b.data != NULL ? b.data : "",
+					   b.len, mime_sent_date(m->mime, true));
+	buf_free(&b);
+}
+
+static const char *search_folded(struct search_priv *sp, const char *needle)
+{
+	for (unsigned i = 0; i < sp->nfolded; i++)
+		if (sp->folded[i].needle == needle)
+			return sp->folded[i].folded;
+	if (sp->nfolded == SEARCH_FOLDED_MAX)
+		return NULL;
+	char *f = mime_fold(needle);
+	if (f == NULL)
+		return NULL;
+	sp->folded[sp->nfolded].needle = needle;
+	sp->folded[sp->nfolded].folded = f;
+	sp->nfolded++;
+	return f;
 }
 
 static uint64_t search_size_cb(void *ctx)
@@ -125,13 +208,24 @@ static bool search_keyword_cb(void *ctx, const char *kw)
 
 static int64_t search_sent_date_cb(void *ctx)
 {
+	const struct mbox_search_data *d = search_data(ctx);
+	if (d != NULL)
+		return d->sentday;
 	struct mime_message *mime = search_mime(ctx);
 	return mime != NULL ? mime_sent_date(mime, true) : -1;
 }
 
 static bool search_header_cb(void *ctx, const char *field, const char *needle)
 {
-	struct mime_message *mime = search_mime(ctx);
+	struct search_msg *m = ctx;
+	unsigned id = mime_search_field_id(field);
+	if (id != 0) {
+		const struct mbox_search_data *d = search_data(m);
+		const char *folded = d != NULL ? search_folded(m->sp, needle) : NULL;
+		if (folded != NULL)
+			return mime_search_fields_contain(d->hdrs, d->hdrs_len, id, folded);
+	}
+	struct mime_message *mime = search_mime(m);
 	return mime != NULL && mime_header_contains(mime, field, needle);
 }
 
@@ -251,12 +345,16 @@ void imap_cmd_search_run(struct imap_cmd *cmd)
 		sp->pos = 1;
 	}
 	sp->cheap = 0;
+	(void)mbox_read_begin(mbox);   /* one snapshot for the chunk's lookups */
 	while (sp->pos <= count) {
-		if (cmd->chunk_msgs >= IMAP_CHUNK_MSGS || sp->cheap >= SEARCH_CHEAP_PER_CHUNK)
+		if (cmd->chunk_msgs >= IMAP_CHUNK_MSGS || sp->cheap >= SEARCH_CHEAP_PER_CHUNK) {
+			mbox_read_end(mbox);
+			mbox_cache_flush(mbox);
 			return; /* next chunk */
+		}
 		uint32_t seq = sp->pos++;
 		const struct mstore_msg *msg = mbox_msg(mbox, seq);
-		struct search_msg m = { .cmd = cmd, .seq = seq, .msg = msg, .fd = -1 };
+		struct search_msg m = { .cmd = cmd, .sp = sp, .seq = seq, .msg = msg, .fd = -1 };
 		struct imap_search_msg q = {
 			.seq = seq,
 			.uid = msg->uid,
@@ -273,6 +371,7 @@ void imap_cmd_search_run(struct imap_cmd *cmd)
 		bool match = imap_search_match(sp->search, &q, s->saved_valid ? &s->saved : NULL);
 		if (m.mime == NULL && m.fd < 0)
 			sp->cheap++;
+		search_data_fill(&m);
 		mime_free(&m.mime);
 		if (m.fd >= 0)
 			close(m.fd);
@@ -283,10 +382,13 @@ void imap_cmd_search_run(struct imap_cmd *cmd)
 		if (msg->modseq > sp->max_modseq)
 			sp->max_modseq = msg->modseq;
 		if (search_hit(sp, seq) < 0) {
+			mbox_read_end(mbox);
 			imap_cmd_serverbug(cmd, "out of memory in SEARCH");
 			return;
 		}
 	}
+	mbox_read_end(mbox);
+	mbox_cache_flush(mbox);
 	search_write_results(cmd, sp);
 	imap_cmd_ok(cmd, "%s completed", cmd->def->name);
 }

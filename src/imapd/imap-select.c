@@ -84,10 +84,10 @@ int imap_set_to_seqs(struct imap_cmd *cmd, struct imap_seqset *set, bool uid, ui
 	if (!uid) {
 		/* RFC 9051 6.4.5 / 9: a number above the count is an error;
 		 * "*" in an empty mailbox just matches nothing. */
-		for (unsigned i = 0; i < set->count; i++) {
-			const struct imap_range *r = &set->ranges[i];
-			if ((r->lo != IMAP_SEQ_STAR && r->lo > count) ||
-			    (r->hi != IMAP_SEQ_STAR && r->hi > count)) {
+		for (unsigned i = 0; i <= set->count; i++) {
+			uint32_t hi = i < set->count ? set->ranges[i].hi
+				    : set->star ? set->star_hi : 0;
+			if (hi > count) {
 				imap_cmd_bad(cmd, "Invalid message sequence number");
 				return -1;
 			}
@@ -153,7 +153,61 @@ struct imap_sync_ctx {
 	struct imap_session *s;
 	struct imap_seqset vanished;
 	bool with_uid;
+	char *kw_known;      /* keywords the client was told of (malloc'ed), or NULL */
 };
+
+/* Whether the space-separated list has keyword w (wl octets); IMAP
+ * keywords compare case-insensitively. */
+static bool imap_kw_listed(const char *list, const char *w, size_t wl)
+{
+	for (const char *p = list; *p != '\0';) {
+		size_t l = strcspn(p, " ");
+		if (l == wl && strncasecmp(p, w, wl) == 0)
+			return true;
+		p += l;
+		while (*p == ' ')
+			p++;
+	}
+	return false;
+}
+
+/* Appends to *known (malloc'ed) the keywords of kw it does not have; 1
+ * when it added any, 0 none, -1 out of memory. */
+static int imap_kw_merge(char **known, const char *kw)
+{
+	int added = 0;
+	for (const char *p = kw != NULL ? kw : ""; *p != '\0';) {
+		size_t l = strcspn(p, " ");
+		if (l > 0 && !imap_kw_listed(*known, p, l)) {
+			size_t kl = strlen(*known);
+			char *n = realloc(*known, kl + l + 2);
+			if (n == NULL)
+				return -1;
+			if (kl > 0)
+				n[kl++] = ' ';
+			memcpy(n + kl, p, l);
+			n[kl + l] = '\0';
+			*known = n;
+			added = 1;
+		}
+		p += l;
+		while (*p == ' ')
+			p++;
+	}
+	return added;
+}
+
+/* RFC 9051 7.3.5: FLAGS (and PERMANENTFLAGS, where keywords can be made)
+ * again when the mailbox got a keyword the client has not seen. */
+static void imap_write_flag_lists(struct imap_session *s, const char *kw)
+{
+	bool has_kw = kw != NULL && *kw != '\0';
+	imap_out(s, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft%s%s)\r\n",
+		 has_kw ? " " : "", has_kw ? kw : "");
+	if (!s->readonly)
+		imap_out(s, "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft%s%s"
+			    " \\*)] Flags permitted\r\n", has_kw ? " " : "", has_kw ? kw : "");
+}
 
 static void imap_sync_flush_vanished(struct imap_sync_ctx *ctx)
 {
@@ -188,6 +242,10 @@ static void imap_sync_flags_cb(void *c, uint32_t seq, const struct mstore_msg *m
 {
 	struct imap_sync_ctx *ctx = c;
 	imap_sync_flush_vanished(ctx);
+	/* The view loads the mailbox's new keyword list only after these
+	 * callbacks: announce this message's new ones before its FETCH. */
+	if (ctx->kw_known != NULL && imap_kw_merge(&ctx->kw_known, msg->keywords) > 0)
+		imap_write_flag_lists(ctx->s, ctx->kw_known);
 	imap_write_flags_fetch(ctx->s, seq, msg, ctx->with_uid);
 }
 
@@ -204,14 +262,32 @@ int imap_sync(struct imap_session *s, bool allow_expunge)
 	struct imap_sync_ctx ctx = {
 		.s = s,
 		.with_uid = s->qresync || (s->cmd != NULL && s->cmd->uid),
+		.kw_known = strdup(mbox_keywords(s->mbox)),
 	};
 	int ret = mbox_sync(s->mbox, allow_expunge, &imap_sync_cbs, &ctx);
 	imap_sync_flush_vanished(&ctx);
+	/* keywords that came without a FETCH here (new messages) */
+	if (ret == 0 && ctx.kw_known != NULL &&
+	    imap_kw_merge(&ctx.kw_known, mbox_keywords(s->mbox)) > 0)
+		imap_write_flag_lists(s, mbox_keywords(s->mbox));
+	free(ctx.kw_known);
 	if (ret < 0) {
 		enum mstore_err code;
 		const char *text = mstore_error(s->store, &code);
-		log_error("session=%llx user=%s sync of %s failed: %s", IMAP_SID(s), s->user,
-			  mbox_name(s->mbox), text != NULL ? text : "?");
+		if (code == MSTORE_ERR_NONEXISTENT) {
+			/* Deleted by another session: the view points at nothing
+			 * and commands on it cannot work. Disconnect, as Dovecot
+			 * does (after this command's tagged reply). */
+			if (!s->logout) {
+				log_info("session=%llx user=%s selected %s was deleted: disconnecting",
+					 IMAP_SID(s), s->user, mbox_name(s->mbox));
+				imap_out(s, "* BYE Selected mailbox was deleted, have to disconnect.\r\n");
+				s->logout = true;
+			}
+		} else {
+			log_error("session=%llx user=%s sync of %s failed: %s", IMAP_SID(s), s->user,
+				  mbox_name(s->mbox), text != NULL ? text : "?");
+		}
 	}
 	return ret;
 }
@@ -373,6 +449,10 @@ void imap_cmd_select_run(struct imap_cmd *cmd)
 		 * since modseq, then FETCH for what changed since. */
 		struct imap_seqset vanished;
 		memset(&vanished, 0, sizeof(vanished));
+		/* before mbox_vanished_since(): an unresolved "n:*" matches
+		 * nothing, so those UIDs would be left out of VANISHED */
+		if (sp->has_known)
+			imap_seqset_resolve(&sp->known_uids, mbox_uidnext(mbox));
 		if (mbox_vanished_since(mbox, sp->modseq, sp->has_known ? &sp->known_uids : NULL,
 					&vanished) == 0 && vanished.count > 0) {
 			imap_out(s, "* VANISHED (EARLIER) ");
@@ -380,8 +460,6 @@ void imap_cmd_select_run(struct imap_cmd *cmd)
 			imap_out(s, "\r\n");
 		}
 		imap_seqset_free(&vanished);
-		if (sp->has_known)
-			imap_seqset_resolve(&sp->known_uids, mbox_uidnext(mbox));
 		for (uint32_t seq = 1; seq <= count; seq++) {
 			const struct mstore_msg *msg = mbox_msg(mbox, seq);
 			if (msg->modseq <= sp->modseq)
@@ -518,13 +596,16 @@ static void imap_idle_finish(struct imap_session *s, bool ok)
 static void imap_idle_sync_done(struct imap_session *s)
 {
 	imap_session_flush(s);
-	if (s->state == IMAP_STATE_LOGOUT) {
+	if (s->state == IMAP_STATE_LOGOUT || s->logout) {
+		/* s->logout: the sync said BYE (selected mailbox deleted) */
 		imap_session_close(s);
 		return;
 	}
 	if (s->idle_done) {
+		/* a bad line left the (not yet finished) command marked BAD */
+		bool ok = s->cmd == NULL || s->cmd->status != IMAP_BAD;
 		s->idle_done = false;
-		imap_idle_finish(s, true);
+		imap_idle_finish(s, ok);
 		if (s->state != IMAP_STATE_LOGOUT)
 			imap_session_resume(s);
 		return;
@@ -592,7 +673,11 @@ void imap_idle_input(struct imap_session *s, const char *line, size_t len)
 		return;
 	}
 	if (s->job_running) {
-		/* a bad line while a sync runs: finish as BAD when it is done */
+		/* a bad line while a sync runs: finish as BAD when it is done.
+		 * The command is not finished yet, so its status is free to
+		 * carry that (imap_idle_finish() sets it again). */
+		if (s->cmd != NULL)
+			s->cmd->status = IMAP_BAD;
 		s->idle_done = true;
 		return;
 	}

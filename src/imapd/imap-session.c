@@ -168,9 +168,11 @@ static void imap_cmd_write_tagged(struct imap_cmd *cmd)
 		cmd->status = IMAP_NO;
 		snprintf(cmd->result, sizeof(cmd->result),
 			 "[EXPUNGEISSUED] Some messages were expunged meanwhile");
+		free(cmd->result_long);
+		cmd->result_long = NULL;
 	}
-	if (imap_out(s, "%s %s %s\r\n", cmd->tag, imap_status_name(cmd->status),
-		     cmd->result) < 0) {
+	const char *text = cmd->result_long != NULL ? cmd->result_long : cmd->result;
+	if (imap_out(s, "%s %s %s\r\n", cmd->tag, imap_status_name(cmd->status), text) < 0) {
 		/* The buffer is full only with a broken chunking; drop the
 		 * data rather than the tag the client waits for. */
 		buf_reset(&s->out);
@@ -316,6 +318,7 @@ static void imap_cmd_free(struct imap_cmd **cmdp)
 	*cmdp = NULL;
 	if (cmd->priv != NULL && cmd->priv_free != NULL)
 		cmd->priv_free(cmd->priv);
+	free(cmd->result_long);
 	free(cmd->tag);
 	free(cmd);
 }
@@ -616,11 +619,17 @@ static void imap_session_verdict_cb(void *ctx, struct ipc_reader *r)
 	if (verdict != IPC_CONN_OK) {
 		log_info("session=%llx ip=%s refused: %s", IMAP_SID(s), s->ip,
 			 r == NULL ? "directory unavailable"
+			 : verdict == IPC_CONN_DENIED ? "access rule"
+			 : verdict == IPC_CONN_BLOCKED ? "ip blocked after failed logins"
 			 : verdict == IPC_CONN_TOO_MANY_FROM_IP ? "too many connections from ip"
 								  : "too many connections");
 		s->state = IMAP_STATE_NOTAUTH;
-		imap_session_say(s, "* BYE %s\r\n", r == NULL ? "Service not available"
-						    : "Too many connections");
+		imap_session_say(s, "* BYE %s\r\n",
+				 r == NULL ? "Service not available"
+				 : verdict == IPC_CONN_DENIED ? "Access denied"
+				 : verdict == IPC_CONN_BLOCKED
+					 ? "Temporarily blocked after failed logins"
+					 : "Too many connections");
 		imap_session_close(s);
 		return;
 	}
@@ -647,7 +656,7 @@ void imap_session_create(struct imapd *server, int fd, enum listener_kind kind, 
 	s->parser = imap_parser_new(NULL);
 
 	if (kind == LISTENER_IMAPS) {
-		s->ssl = SSL_new(server->tls_ctx);
+		s->ssl = tls_session_new(server->tls, kind);
 		if (s->ssl != NULL) {
 			s->bev = bufferevent_openssl_socket_new(server->base, fd, s->ssl,
 								BUFFEREVENT_SSL_ACCEPTING,
@@ -691,6 +700,7 @@ void imap_session_create(struct imapd *server, int fd, enum listener_kind kind, 
 	struct ipc_writer w;
 	ipc_writer_init(&w);
 	ipc_put_str(&w, s->ip);
+	ipc_put_u32(&w, (uint32_t)kind);   /* access rules may be per listener */
 	s->dir_wait = imapd_dir_request(server, IPC_DIR_CONNECT, &w, imap_session_verdict_cb, s);
 	ipc_writer_free(&w);
 	if (s->dir_wait == NULL) {
@@ -787,7 +797,7 @@ void imap_session_close(struct imap_session *s)
 
 int imap_session_start_tls(struct imap_session *s)
 {
-	SSL *ssl = SSL_new(s->server->tls_ctx);
+	SSL *ssl = tls_session_new(s->server->tls, s->kind);
 	if (ssl == NULL)
 		return -1;
 	/* RFC 9051 6.2.1 / STARTTLS injection: anything pipelined after

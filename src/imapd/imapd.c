@@ -293,7 +293,7 @@ static void imapd_drain_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(server->base);
 }
 
-int imapd_main(const struct config *cfg, SSL_CTX *tls_ctx, const struct imapd_listener *ls,
+int imapd_main(const struct config *cfg, struct tls_set *tls, const struct imapd_listener *ls,
 	       unsigned count)
 {
 	struct imapd server;
@@ -307,11 +307,11 @@ int imapd_main(const struct config *cfg, SSL_CTX *tls_ctx, const struct imapd_li
 	server.base = event_base_new();
 	if (server.base == NULL)
 		fatal("event_base_new failed");
-	if (tls_ctx != NULL && SSL_CTX_up_ref(tls_ctx) == 1)
-		server.tls_ctx = tls_ctx;
+	if (tls != NULL)
+		server.tls = tls_set_ref(tls);
 	else
-		server.tls_ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &error);
-	if (server.tls_ctx == NULL)
+		server.tls = tls_set_new(cfg, &error);
+	if (server.tls == NULL)
 		fatal("TLS: %s", error);
 	server.pool = workpool_new(server.base, IMAPD_POOL_THREADS, &error);
 	if (server.pool == NULL)
@@ -374,7 +374,7 @@ int imapd_main(const struct config *cfg, SSL_CTX *tls_ctx, const struct imapd_li
 	event_free(ev_usr1);
 	event_free(ev_drain);
 	event_free(server.reconnect_ev);
-	SSL_CTX_free(server.tls_ctx);
+	tls_set_free(&server.tls);
 	event_base_free(server.base);
 	mime_shutdown();
 	return status;

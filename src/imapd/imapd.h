@@ -26,14 +26,15 @@
 struct event_base;
 struct event;
 struct workpool;
+struct tls_set;
 
 struct imapd_listener {
 	int fd;
 	enum listener_kind kind;   /* LISTENER_IMAP, _IMAPS, _POP3, _POP3S */
 };
 
-/* tls_ctx: the context the master loaded (the worker takes a reference). */
-int imapd_main(const struct config *cfg, SSL_CTX *tls_ctx,
+/* tls: the contexts the master loaded (the worker takes a reference). */
+int imapd_main(const struct config *cfg, struct tls_set *tls,
 	       const struct imapd_listener *listeners, unsigned count);
 
 /* A request to the directory waiting for its IPC_DIR_REPLY. */
@@ -51,7 +52,7 @@ struct imapd_dir_wait {
 struct imapd {
 	struct event_base *base;
 	const struct config *cfg;
-	SSL_CTX *tls_ctx;
+	struct tls_set *tls;
 	struct ipc_conn *dir;
 	struct workpool *pool;
 	struct imapd_dir_wait *waits;

@@ -8,7 +8,8 @@
  * carries credentials and so needs TLS) and a run function. Credentials are
  * refused before TLS on the pop3 listener with "-ERR [AUTH]" (RFC 2595 2.2
  * and our policy: no plaintext passwords); CAPA then shows neither USER nor
- * SASL, only STLS.
+ * SASL, only STLS. listen.pop3.allow_plaintext_auth (loopback testing only)
+ * lifts that rule.
  *
  * Message numbers are indexes into the snapshot taken at login
  * (pop3-private.h); DELE only marks, the UPDATE at QUIT removes.
@@ -40,9 +41,12 @@ struct pop3_cmd_def {
 	void (*run)(struct pop3_session *s, const struct pop3_command *cmd);
 };
 
+/* Credentials may be sent now: over TLS, or in plaintext where the operator
+ * set listen.<listener>.allow_plaintext_auth (the config allows it on
+ * loopback addresses only; every such login is logged as a warning). */
 static bool pop3_secure(const struct pop3_session *s)
 {
-	return s->tls;
+	return s->tls || s->server->cfg->tls_listener[s->kind].allow_plaintext_auth;
 }
 
 /* ---- AUTHORIZATION ---- */
@@ -56,10 +60,10 @@ static void cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 	buf_append_str(&b, "+OK Capability list follows\r\n"
 			   "TOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n");
 	if (s->state == POP3_STATE_AUTHORIZATION) {
+		if (!s->tls && s->kind == LISTENER_POP3)
+			buf_append_str(&b, "STLS\r\n");
 		if (pop3_secure(s))
 			buf_append_str(&b, "USER\r\nSASL PLAIN\r\n");
-		else
-			buf_append_str(&b, "STLS\r\n");
 	}
 	buf_append_str(&b, "IMPLEMENTATION Postern\r\n.\r\n");
 	pop3_send(s, b.data, b.len);
@@ -109,7 +113,7 @@ static void cmd_pass(struct pop3_session *s, const struct pop3_command *cmd)
 	/* RFC 1939 7: the argument is the rest of the line, spaces and all.
 	 * It ends the (NUL-terminated) line, so it is a C string; the caller
 	 * wipes the line. */
-	pop3_session_auth(s, s->user, cmd->args);
+	pop3_session_auth(s, "USER", s->user, cmd->args);
 }
 
 static void cmd_apop(struct pop3_session *s, const struct pop3_command *cmd)
@@ -151,7 +155,7 @@ static void pop3_auth_plain(struct pop3_session *s, const char *b64, size_t len)
 		pop3_reply(s, POP3_FAIL, "[AUTH] Authorization identity not permitted");
 		return;
 	}
-	pop3_session_auth(s, authcid, passwd);
+	pop3_session_auth(s, "PLAIN", authcid, passwd);
 	secure_zero(dec, sizeof(dec));
 }
 

@@ -6,13 +6,14 @@
  * directory, the store jobs) and pop3-commands.c (the command table)
  * call in each other.
  *
- * Threads: everything runs on the worker's loop thread except two store
- * jobs on the workpool: opening the mailbox at login (mstore_open, INBOX,
- * the sizes: may read files) and the UPDATE at QUIT (\Deleted, UID
- * EXPUNGE). While a job runs the session is parked (wait POP3_WAIT_STORE)
- * and the loop thread touches neither s->store nor s->mbox; a session
- * whose client goes away meanwhile is freed by the job's done().
- * RETR/TOP open and read the message file on the loop in
+ * Threads: everything runs on the worker's loop thread except three kinds
+ * of store jobs on the workpool: opening the mailbox at login (mstore_open,
+ * INBOX, the sizes: may read files), the UPDATE at QUIT (\Deleted, UID
+ * EXPUNGE), and opening the message file for RETR/TOP (mbox_msg_open()
+ * may rescan the folder under the index's write lock). While a job runs the session is parked (wait
+ * POP3_WAIT_STORE) and the loop thread touches neither s->store nor
+ * s->mbox; a session whose client goes away meanwhile is freed by the
+ * job's done(). RETR/TOP then only read the opened file on the loop, in
  * POP3_STREAM_PIECE reads, only while the socket's output is below
  * POP3_OUT_LOW: a 50 MB message costs one piece of memory, not 50 MB.
  */
@@ -155,8 +156,11 @@ int pop3_session_start_tls(struct pop3_session *s);
 /* Sends the credentials to the directory and parks the session (the
  * caller wipes password). On success the mailbox is opened on the
  * workpool and the session enters TRANSACTION; failures are answered
- * here ([AUTH], [SYS/TEMP]) and counted towards max_auth_failures. */
-void pop3_session_auth(struct pop3_session *s, const char *user, const char *password);
+ * here ([AUTH], [SYS/TEMP]) and counted towards max_auth_failures.
+ * mech names the mechanism for the directory's log and policy: "USER"
+ * (USER/PASS) or "PLAIN" (AUTH PLAIN). */
+void pop3_session_auth(struct pop3_session *s, const char *mech, const char *user,
+		       const char *password);
 /* Starts streaming message index i (0-based) of the snapshot: TOP with
  * lines when top; sends the "+OK" itself. 0, or -1 when the message
  * cannot be read (already answered with -ERR). */

@@ -2,9 +2,10 @@
  * pop3-session.c — one POP3 session's life in an imapd worker (RFC 1939,
  * RFC 2449, RFC 2595, RFC 8314): the connection verdict from the
  * directory, TLS (implicit on pop3s, STLS on pop3), reading command lines,
- * the reply path, timeouts, the password check, the two store jobs (open
- * the INBOX at login, the UPDATE state at QUIT) and streaming RETR/TOP
- * through lib-pop3's dot-stuffer with output flow control.
+ * the reply path, timeouts, the password check, the store jobs (open the
+ * INBOX at login, open a message for RETR/TOP, the UPDATE state at QUIT)
+ * and streaming RETR/TOP through lib-pop3's dot-stuffer with output flow
+ * control.
  *
  * The CR/LF rule for command lines lives in pop3_read_line() alone. Store
  * work that may be slow (mstore_open syncs the Maildir; sizes may be
@@ -128,7 +129,7 @@ void pop3_session_create(struct imapd *server, int fd, enum listener_kind kind, 
 	s->state = POP3_STATE_AUTHORIZATION;
 
 	if (kind == LISTENER_POP3S) {
-		s->ssl = SSL_new(server->tls_ctx);
+		s->ssl = tls_session_new(server->tls, kind);
 		if (s->ssl != NULL) {
 			s->bev = bufferevent_openssl_socket_new(server->base, fd, s->ssl,
 								BUFFEREVENT_SSL_ACCEPTING,
@@ -173,6 +174,7 @@ void pop3_session_create(struct imapd *server, int fd, enum listener_kind kind, 
 	struct ipc_writer w;
 	ipc_writer_init(&w);
 	ipc_put_str(&w, s->ip);
+	ipc_put_u32(&w, (uint32_t)kind);   /* access rules may be per listener */
 	s->wait = POP3_WAIT_CONNECT;
 	s->dir_wait = imapd_dir_request(server, IPC_DIR_CONNECT, &w, pop3_connect_cb, s);
 	ipc_writer_free(&w);
@@ -209,10 +211,19 @@ static void pop3_connect_cb(void *ctx, struct ipc_reader *r)
 	if (r == NULL || verdict != IPC_CONN_OK) {
 		log_info("session=%llx ip=%s refused: %s", SID(s), s->ip,
 			 r == NULL ? "no directory"
+			 : verdict == IPC_CONN_DENIED ? "access rule"
+			 : verdict == IPC_CONN_BLOCKED ? "ip blocked after failed logins"
 			 : verdict == IPC_CONN_TOO_MANY_FROM_IP ? "too many connections from ip"
 								 : "too many connections");
-		/* RFC 2449 8.1.2 / RFC 3206 4: the condition is temporary. */
-		pop3_reply(s, POP3_FAIL, "[SYS/TEMP] Too many connections, try again later");
+		/* RFC 2449 8.1.2 / RFC 3206 4: the condition is temporary
+		 * (an access rule is not: no response code). */
+		if (r != NULL && verdict == IPC_CONN_DENIED)
+			pop3_reply(s, POP3_FAIL, "Access denied");
+		else if (r != NULL && verdict == IPC_CONN_BLOCKED)
+			pop3_reply(s, POP3_FAIL,
+				   "[SYS/TEMP] Temporarily blocked after failed logins");
+		else
+			pop3_reply(s, POP3_FAIL, "[SYS/TEMP] Too many connections, try again later");
 		pop3_session_close(s);
 		return;
 	}
@@ -342,7 +353,7 @@ void pop3_sessions_stop(struct imapd *server)
 int pop3_session_start_tls(struct pop3_session *s)
 {
 	struct imapd *server = s->server;
-	SSL *ssl = SSL_new(server->tls_ctx);
+	SSL *ssl = tls_session_new(server->tls, s->kind);
 	if (ssl == NULL)
 		return -1;
 	/* RFC 2595 / STARTTLS injection (CVE-2011-0411 class): anything the
@@ -547,26 +558,73 @@ static bool pop3_stream(struct pop3_session *s)
 	return true;
 }
 
-int pop3_session_retr(struct pop3_session *s, uint32_t i, bool top, uint64_t lines)
+/* Opening the message file is store work that may block: when another
+ * tool renamed the file, mbox_msg_open() rescans the folder under the
+ * index's write lock (a 5 s busy timeout) and may even rebuild the index.
+ * So it runs on the workpool like the other store jobs (the session is
+ * parked meanwhile); only the reading of the open file is the loop's. */
+struct pop3_retr_job {
+	struct workpool_job job;
+	struct pop3_session *s;
+	uint32_t index;             /* in s->msgs */
+	bool top;
+	bool was_retrieved;         /* restored when the message cannot be read */
+	uint64_t lines;
+	int fd;                     /* the open file, or -1 */
+	enum mstore_err code;       /* when fd is -1 */
+};
+
+/* On a pool thread. */
+static void pop3_retr_run_cb(struct workpool_job *job)
 {
-	const struct pop3_msg *m = &s->msgs[i];
-	uint32_t seq = mbox_seq_of_uid(s->mbox, m->uid);
-	int fd = -1;
-	if (seq == 0 || mbox_msg_open(s->mbox, seq, &fd) < 0) {
-		enum mstore_err code = MSTORE_ERR_EXPUNGED;
-		if (seq != 0)
-			mstore_error(s->store, &code);
+	struct pop3_retr_job *j = (struct pop3_retr_job *)(void *)job;
+	struct pop3_session *s = j->s;
+	uint32_t seq = mbox_seq_of_uid(s->mbox, s->msgs[j->index].uid);
+	j->code = MSTORE_ERR_EXPUNGED;
+	if (seq != 0 && mbox_msg_open(s->mbox, seq, &j->fd) < 0) {
+		j->fd = -1;
+		mstore_error(s->store, &j->code);
+	}
+}
+
+/* On the loop: answer and start streaming. */
+static void pop3_retr_done_cb(struct workpool_job *job)
+{
+	struct pop3_retr_job *j = (struct pop3_retr_job *)(void *)job;
+	struct pop3_session *s = j->s;
+	uint32_t i = j->index;
+	int fd = j->fd;
+	bool top = j->top;
+	uint64_t lines = j->lines;
+	enum mstore_err code = j->code;
+	bool was_retrieved = j->was_retrieved;
+	free(j);
+	s->wait = POP3_WAIT_NONE;
+	if (s->dead || s->closing) {
+		if (fd >= 0)
+			close(fd);
+		if (s->dead)
+			pop3_session_free(&s);
+		return;
+	}
+	if (fd < 0) {
+		if (!top)
+			s->msgs[i].retrieved = was_retrieved;   /* no \Seen at QUIT */
 		if (code == MSTORE_ERR_EXPUNGED)
 			pop3_reply(s, POP3_FAIL, "Message %u was removed by another session", i + 1);
 		else
 			pop3_reply(s, POP3_FAIL, "[SYS/TEMP] Cannot read message %u", i + 1);
-		return -1;
+		pop3_process(s);
+		return;
 	}
 	s->piece = malloc(POP3_STREAM_PIECE);
 	if (s->piece == NULL) {
 		close(fd);
+		if (!top)
+			s->msgs[i].retrieved = was_retrieved;
 		pop3_reply(s, POP3_FAIL, "[SYS/TEMP] Out of memory");
-		return -1;
+		pop3_process(s);
+		return;
 	}
 	s->stream_fd = fd;
 	s->piece_pos = s->piece_len = 0;
@@ -574,11 +632,33 @@ int pop3_session_retr(struct pop3_session *s, uint32_t i, bool top, uint64_t lin
 	if (top)
 		pop3_reply(s, POP3_OK, "Top of message follows");
 	else
-		pop3_reply(s, POP3_OK, "%llu octets", (unsigned long long)m->size);
+		pop3_reply(s, POP3_OK, "%llu octets", (unsigned long long)s->msgs[i].size);
 	s->wait = POP3_WAIT_OUTPUT;
-	/* Done at once for a small message; otherwise the write callback
-	 * continues and pop3_process() stops reading meanwhile. */
-	pop3_stream(s);
+	/* Done at once for a small message (then the next pipelined command);
+	 * otherwise the write callback continues and calls pop3_process(). */
+	if (pop3_stream(s))
+		pop3_process(s);
+}
+
+int pop3_session_retr(struct pop3_session *s, uint32_t i, bool top, uint64_t lines)
+{
+	struct pop3_retr_job *j = calloc(1, sizeof(*j));
+	if (j == NULL) {
+		pop3_reply(s, POP3_FAIL, "[SYS/TEMP] Out of memory");
+		return -1;
+	}
+	j->job.run = pop3_retr_run_cb;
+	j->job.done = pop3_retr_done_cb;
+	j->s = s;
+	j->index = i;
+	j->top = top;
+	j->lines = lines;
+	j->fd = -1;
+	j->was_retrieved = s->msgs[i].retrieved;
+	/* parked: the loop touches neither s->store nor s->mbox meanwhile */
+	s->wait = POP3_WAIT_STORE;
+	bufferevent_disable(s->bev, EV_READ);
+	workpool_submit(s->server->pool, &j->job);
 	return 0;
 }
 
@@ -705,12 +785,14 @@ static void pop3_auth_cb(void *ctx, struct ipc_reader *r)
 		s->wait = POP3_WAIT_AUTH;
 		return;
 	}
-	if (result == IPC_AUTH_FAIL) {
+	if (result == IPC_AUTH_FAIL || result == IPC_AUTH_EXPIRED) {
 		s->auth_failures++;
-		log_info("session=%llx ip=%s pop3 auth failed (%u)", SID(s), s->ip,
-			 s->auth_failures);
+		log_info("session=%llx ip=%s pop3 auth failed (%u)%s", SID(s), s->ip,
+			 s->auth_failures, result == IPC_AUTH_EXPIRED ? ": password expired" : "");
 		/* RFC 3206 5: [AUTH] says the credentials were wrong. */
-		pop3_reply(s, POP3_FAIL, "[AUTH] Authentication failed");
+		pop3_reply(s, POP3_FAIL, result == IPC_AUTH_EXPIRED
+					 ? "[AUTH] Password expired, set a new one"
+					 : "[AUTH] Authentication failed");
 		if (s->auth_failures >= cfg->max_auth_failures) {
 			pop3_reply(s, POP3_FAIL, "Too many authentication failures");
 			pop3_session_close(s);
@@ -742,15 +824,23 @@ static void pop3_login_count_cb(void *ctx, struct ipc_reader *r)
 	s->login_counted = true;
 	log_info("session=%llx ip=%s pop3 login user=%s tls=%s", SID(s), s->ip, s->auth_user,
 		 s->tls ? "yes" : "no");
+	if (!s->tls)
+		log_warn("session=%llx ip=%s user=%s: plaintext login on listener %s "
+			 "(allow_plaintext_auth; for loopback testing only)", SID(s), s->ip,
+			 s->auth_user, listener_kind_name(s->kind));
 	pop3_job_start(s, POP3_JOB_OPEN);
 }
 
-void pop3_session_auth(struct pop3_session *s, const char *user, const char *password)
+void pop3_session_auth(struct pop3_session *s, const char *mech, const char *user,
+		       const char *password)
 {
 	struct ipc_writer w;
 	ipc_writer_init(&w);
 	ipc_put_str(&w, user);
 	ipc_put_str(&w, password);
+	ipc_put_str(&w, s->ip);
+	ipc_put_u32(&w, IPC_PROTO_POP3);
+	ipc_put_str(&w, mech);
 	s->dir_wait = imapd_dir_request(s->server, IPC_DIR_AUTH, &w, pop3_auth_cb, s);
 	if (w.b.data != NULL)
 		secure_zero(w.b.data, w.b.len);

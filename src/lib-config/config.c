@@ -524,7 +524,7 @@ int config_load(const char *path, struct config **config_r, char **errors_r)
 		if (cfg->db_path == NULL)
 			cfg->db_path = path_join(cfg->data_dir, "postern.db");
 		if (cfg->tls_dir == NULL)
-			cfg->tls_dir = path_join(cfg->data_dir, "tls");
+			cfg->tls_dir = path_join(cfg->data_dir, "tls/sni");
 		if (cfg->audit_log == NULL)
 			cfg->audit_log = path_join(cfg->data_dir, "audit.log");
 		for (unsigned k = 0; k < LISTENER_COUNT; k++) {

@@ -71,13 +71,16 @@ static void seqset_normalise(struct imap_seqset *set)
 	set->count = out + 1;
 }
 
-/* seq-number = nz-number / "*"; returns octets used or 0. */
-static size_t parse_number(const char *s, size_t len, uint32_t *n_r)
+/* seq-number = nz-number / "*"; returns octets used or 0. "*" gives
+ * *star_r = true (and *n_r = 0). */
+static size_t parse_number(const char *s, size_t len, uint32_t *n_r, bool *star_r)
 {
+	*star_r = false;
 	if (len == 0)
 		return 0;
 	if (s[0] == '*') {
-		*n_r = IMAP_SEQ_STAR;
+		*n_r = 0;
+		*star_r = true;
 		return 1;
 	}
 	if (s[0] < '1' || s[0] > '9')
@@ -102,31 +105,53 @@ int imap_seqset_parse(const char *s, size_t len, struct imap_seqset *set_r)
 		return 0;
 	}
 	size_t i = 0;
+	unsigned nranges = 0;
 	for (;;) {
 		uint32_t lo, hi;
-		size_t n = parse_number(s + i, len - i, &lo);
+		bool lo_star, hi_star;
+		size_t n = parse_number(s + i, len - i, &lo, &lo_star);
 		if (n == 0)
 			goto fail;
 		i += n;
 		hi = lo;
+		hi_star = lo_star;
 		if (i < len && s[i] == ':') {
 			i++;
-			n = parse_number(s + i, len - i, &hi);
+			n = parse_number(s + i, len - i, &hi, &hi_star);
 			if (n == 0)
 				goto fail;
 			i += n;
 		}
-		if (seqset_grow(set_r, IMAP_SEQSET_MAX_RANGES) < 0)
+		if (++nranges > IMAP_SEQSET_MAX_RANGES)
 			goto fail;
-		set_r->ranges[set_r->count].lo = lo < hi ? lo : hi;
-		set_r->ranges[set_r->count].hi = lo < hi ? hi : lo;
-		set_r->count++;
+		if (lo_star || hi_star) {
+			/* "*", "n:*" or "*:n": n joins the star interval */
+			uint32_t num = lo_star ? hi : lo;
+			if (!set_r->star) {
+				set_r->star = true;
+				set_r->star_lo = set_r->star_hi = num;
+			} else if (num != 0) {
+				if (set_r->star_lo == 0 || num < set_r->star_lo)
+					set_r->star_lo = num;
+				if (num > set_r->star_hi)
+					set_r->star_hi = num;
+			}
+		} else {
+			if (seqset_grow(set_r, IMAP_SEQSET_MAX_RANGES) < 0)
+				goto fail;
+			set_r->ranges[set_r->count].lo = lo < hi ? lo : hi;
+			set_r->ranges[set_r->count].hi = lo < hi ? hi : lo;
+			set_r->count++;
+		}
 		if (i == len)
 			break;
 		if (s[i] != ',')
 			goto fail;
 		i++;
 	}
+	/* room for the star interval, so that resolving cannot fail */
+	if (set_r->star && seqset_grow(set_r, IMAP_SEQSET_MAX_RANGES + 1) < 0)
+		goto fail;
 	seqset_normalise(set_r);
 	return 0;
 fail:
@@ -140,32 +165,34 @@ void imap_seqset_free(struct imap_seqset *set)
 	set->ranges = NULL;
 	set->count = 0;
 	set->dollar = false;
+	set->star = false;
+	set->star_lo = set->star_hi = 0;
 }
 
 void imap_seqset_resolve(struct imap_seqset *set, uint32_t max)
 {
-	unsigned out = 0;
-	for (unsigned i = 0; i < set->count; i++) {
-		struct imap_range r = set->ranges[i];
-		if (r.hi == IMAP_SEQ_STAR) {
-			if (max == 0) {
-				/* "*" of an empty mailbox matches nothing */
-				if (r.lo == IMAP_SEQ_STAR)
-					continue;
-				r.hi = r.lo;
-			} else if (r.lo == IMAP_SEQ_STAR) {
-				r.lo = r.hi = max;
-			} else if (max >= r.lo) {
-				r.hi = max;
-			} else {
-				/* "n:*" with n above the last: "max:n" (RFC 9051 6.4.8) */
-				r.hi = r.lo;
-				r.lo = max;
-			}
-		}
-		set->ranges[out++] = r;
+	if (!set->star)
+		return;
+	struct imap_range r;
+	if (max == 0) {
+		/* "*" of an empty mailbox matches nothing; "n:*" is n */
+		r.lo = set->star_lo;
+		r.hi = set->star_hi;
+	} else {
+		/* "n:*" with n above the last is "max:n" (RFC 9051 6.4.8) */
+		r.lo = set->star_lo != 0 && set->star_lo < max ? set->star_lo : max;
+		r.hi = set->star_hi > max ? set->star_hi : max;
 	}
-	set->count = out;
+	set->star = false;
+	set->star_lo = set->star_hi = 0;
+	if (r.lo == 0)
+		return;
+	/* imap_seqset_parse() made room for this range, so this does not
+	 * allocate for a parsed set; should it fail anyway, the set matches
+	 * less, never more. */
+	if (seqset_grow(set, IMAP_SEQSET_ADD_MAX_RANGES) < 0)
+		return;
+	set->ranges[set->count++] = r;
 	seqset_normalise(set);
 }
 
@@ -241,24 +268,89 @@ int imap_seqset_add(struct imap_seqset *set, uint32_t n)
 	return 0;
 }
 
+int imap_seqset_add_range(struct imap_seqset *set, uint32_t lo, uint32_t hi)
+{
+	if (lo == 0 || lo > hi)
+		return -1;
+	struct imap_range *r = set->ranges;
+	unsigned count = set->count;
+	/* i: the first range that ends at or after lo - 1 (touches or is
+	 * above lo..hi); the last range first, for building in order */
+	unsigned i;
+	if (count == 0 || r[count - 1].hi < lo - 1) {
+		i = count;
+	} else {
+		unsigned a = 0, b = count;
+		while (a < b) {
+			unsigned mid = a + (b - a) / 2;
+			if (r[mid].hi < lo - 1)
+				a = mid + 1;
+			else
+				b = mid;
+		}
+		i = a;
+	}
+	/* j: the first range from i that starts after hi + 1 */
+	unsigned j = i;
+	if (hi == UINT32_MAX) {
+		j = count;
+	} else {
+		unsigned a = i, b = count;
+		while (a < b) {
+			unsigned mid = a + (b - a) / 2;
+			if (r[mid].lo <= hi + 1)
+				a = mid + 1;
+			else
+				b = mid;
+		}
+		j = a;
+	}
+	if (i == j) {
+		/* touches nothing: a new range at i */
+		if (seqset_grow(set, IMAP_SEQSET_ADD_MAX_RANGES) < 0)
+			return -1;
+		r = set->ranges;
+		memmove(&r[i + 1], &r[i], sizeof(*r) * (count - i));
+		r[i].lo = lo;
+		r[i].hi = hi;
+		set->count++;
+		return 0;
+	}
+	/* ranges i..j-1 become one */
+	if (r[i].lo < lo)
+		lo = r[i].lo;
+	if (r[j - 1].hi > hi)
+		hi = r[j - 1].hi;
+	r[i].lo = lo;
+	r[i].hi = hi;
+	memmove(&r[i + 1], &r[j], sizeof(*r) * (count - j));
+	set->count -= j - i - 1;
+	return 0;
+}
+
 int imap_seqset_write(const struct imap_seqset *set, struct buf *out)
 {
 	size_t start = out->len;
-	for (unsigned i = 0; i < set->count; i++) {
-		const struct imap_range *r = &set->ranges[i];
-		char tmp[32];
+	for (unsigned i = 0; i <= set->count; i++) {
+		char tmp[48];
 		int n;
 		const char *comma = i > 0 ? "," : "";
-		if (r->lo == r->hi) {
-			if (r->lo == IMAP_SEQ_STAR)
+		if (i == set->count) {
+			/* the unresolved star interval, if any */
+			if (!set->star)
+				break;
+			if (set->star_lo == 0)
 				n = snprintf(tmp, sizeof(tmp), "%s*", comma);
+			else if (set->star_lo == set->star_hi)
+				n = snprintf(tmp, sizeof(tmp), "%s%u:*", comma, (unsigned)set->star_lo);
 			else
-				n = snprintf(tmp, sizeof(tmp), "%s%u", comma, (unsigned)r->lo);
-		} else if (r->hi == IMAP_SEQ_STAR) {
-			n = snprintf(tmp, sizeof(tmp), "%s%u:*", comma, (unsigned)r->lo);
+				n = snprintf(tmp, sizeof(tmp), "%s%u:*,%u:*", comma,
+					     (unsigned)set->star_lo, (unsigned)set->star_hi);
+		} else if (set->ranges[i].lo == set->ranges[i].hi) {
+			n = snprintf(tmp, sizeof(tmp), "%s%u", comma, (unsigned)set->ranges[i].lo);
 		} else {
-			n = snprintf(tmp, sizeof(tmp), "%s%u:%u", comma, (unsigned)r->lo,
-				     (unsigned)r->hi);
+			n = snprintf(tmp, sizeof(tmp), "%s%u:%u", comma, (unsigned)set->ranges[i].lo,
+				     (unsigned)set->ranges[i].hi);
 		}
 		if (n < 0 || buf_append(out, tmp, (size_t)n) < 0) {
 			out->len = start;

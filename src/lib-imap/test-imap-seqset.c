@@ -1,8 +1,8 @@
 /*
  * test-imap-seqset.c — unit tests for imap-seqset.c: parsing, normalising,
  * "*" resolution (including the "n:*" above the last message rule),
- * membership against a brute-force model, incremental adds, the writer and
- * its buffer limit.
+ * membership against a brute-force model, incremental adds (numbers and
+ * ranges, against a model), the writer and its buffer limit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -44,10 +44,17 @@ static const struct scase cases[] = {
 	OK("adjacent", "1,2,3", "1:3", 20, "1:3"),
 	OK("unsorted", "9,1,5", "1,5,9", 20, "1,5,9"),
 	OK("duplicates", "4,4,4:4", "4", 20, "4"),
-	OK("max number is star", "4294967295", "*", 7, "7"),
-	OK("to max number", "1:4294967295", "1:*", 7, "1:7"),
-	OK("resolve merges", "1:*,5", "1:*", 3, "1:3"),
-	OK("absorbed by n:*", "2:*,9", "2:*", 4, "2:4"),
+	/* 4294967295 is a number, not "*" */
+	OK("max number is not star", "4294967295", "4294967295", 7, "4294967295"),
+	OK("to max number", "1:4294967295", "1:4294967295", 7, "1:4294967295"),
+	OK("max number and star", "4294967295,*", "4294967295,*", 7, "7,4294967295"),
+	OK("max number to star", "4294967295:*", "4294967295:*", 7, "7:4294967295"),
+	OK("resolve keeps number above", "1:*,5", "5,1:*", 3, "1:3,5"),
+	OK("absorbed by n:*", "2:*,3", "3,2:*", 4, "2:4"),
+	OK("two n:*", "3:*,7:*", "3:*,7:*", 5, "3:7"),
+	OK("two n:* below max", "3:*,7:*", "3:*,7:*", 10, "3:10"),
+	OK("star and n:*", "*,6:*", "6:*", 10, "6:10"),
+	OK("n:* empty mailbox", "3:*", "3:*", 0, "3"),
 	OK("resolve keeps above", "2:3,9", "2:3,9", 4, "2:3,9"),
 	OK("resolve star and number", "*,2", "2,*", 3, "2:3"),
 	OK("big numbers", "4294967294,1", "1,4294967294", 5, "1,4294967294"),
@@ -191,7 +198,88 @@ static void test_seqset_add(void **state)
 	check_write("joined", &set, "1:3");
 	assert_int_equal(imap_seqset_add(&set, UINT32_MAX), 0);
 	assert_int_equal(imap_seqset_add(&set, UINT32_MAX - 1), 0);
-	check_write("top", &set, "1:3,4294967294:*");
+	check_write("top", &set, "1:3,4294967294:4294967295");
+	imap_seqset_free(&set);
+}
+
+struct rcase {
+	const char *label;
+	const char *start;     /* parsed first ("" : empty set) */
+	uint32_t lo, hi;
+	int ret;
+	const char *after;     /* written form after imap_seqset_add_range() */
+};
+
+static const struct rcase rcases[] = {
+	{ "empty", "", 3, 5, 0, "3:5" },
+	{ "single number", "", 7, 7, 0, "7" },
+	{ "append apart", "1:3", 5, 9, 0, "1:3,5:9" },
+	{ "append touching", "1:3", 4, 9, 0, "1:9" },
+	{ "append overlapping", "1:5", 3, 9, 0, "1:9" },
+	{ "inside the last", "1:9", 2, 4, 0, "1:9" },
+	{ "before all apart", "5:9", 1, 3, 0, "1:3,5:9" },
+	{ "before all touching", "5:9", 1, 4, 0, "1:9" },
+	{ "between apart", "1,10", 4, 6, 0, "1,4:6,10" },
+	{ "between touching both", "1:3,7:9", 4, 6, 0, "1:9" },
+	{ "swallows several", "1,3,5,7,9,20", 2, 10, 0, "1:10,20" },
+	{ "widens to the left", "5:9,20", 2, 6, 0, "2:9,20" },
+	{ "widens to the right", "1,5:9,20", 7, 12, 0, "1,5:12,20" },
+	{ "up to the top", "1,10", 5, UINT32_MAX, 0, "1,5:4294967295" },
+	{ "touching the top", "4294967290:4294967295", 4294967280u, 4294967289u, 0,
+	  "4294967280:4294967295" },
+	{ "from 1", "2,4", 1, 1, 0, "1:2,4" },
+	{ "all", "3,9", 1, UINT32_MAX, 0, "1:4294967295" },
+	{ "zero is an error", "1", 0, 5, -1, "1" },
+	{ "lo above hi", "1", 6, 5, -1, "1" },
+};
+
+static void test_seqset_add_range(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < N_ELEMENTS(rcases); i++) {
+		const struct rcase *c = &rcases[i];
+		struct imap_seqset set = { 0 };
+		if (c->start[0] != '\0' &&
+		    imap_seqset_parse(c->start, strlen(c->start), &set) != 0)
+			fail_msg("%s: parse", c->label);
+		if (imap_seqset_add_range(&set, c->lo, c->hi) != c->ret)
+			fail_msg("%s: return", c->label);
+		check_write(c->label, &set, c->after);
+		imap_seqset_free(&set);
+	}
+
+	/* random ranges against a brute-force model */
+	enum { N = 2000 };
+	static bool model[N + 2];
+	memset(model, 0, sizeof(model));
+	struct imap_seqset set = { 0 };
+	unsigned seed = 777;
+	for (int k = 0; k < 3000; k++) {
+		seed = seed * 1103515245u + 12345u;
+		uint32_t lo = 1 + (seed >> 8) % N;
+		seed = seed * 1103515245u + 12345u;
+		uint32_t len = (seed >> 8) % (k % 7 == 0 ? 40 : 4);
+		uint32_t hi = lo + len > N ? N : lo + len;
+		assert_int_equal(imap_seqset_add_range(&set, lo, hi), 0);
+		for (uint32_t n = lo; n <= hi; n++)
+			model[n] = true;
+		if (k % 100 != 0)
+			continue;
+		for (uint32_t n = 1; n <= N + 1; n++) {
+			if (imap_seqset_contains(&set, n) != model[n])
+				fail_msg("add_range %d: contains(%u) wrong", k, n);
+		}
+		for (unsigned r = 1; r < set.count; r++)
+			assert_true(set.ranges[r].lo > set.ranges[r - 1].hi + 1);
+	}
+	imap_seqset_free(&set);
+
+	/* increasing, as vanished lists are built: O(1) each, one range when
+	 * they touch */
+	for (uint32_t n = 1; n <= 300000; n += 3)
+		assert_int_equal(imap_seqset_add_range(&set, n, n + 2), 0);
+	assert_int_equal(set.count, 1);
+	check_write("increasing ranges", &set, "1:300000");
 	imap_seqset_free(&set);
 }
 
@@ -231,6 +319,7 @@ int main(void)
 		cmocka_unit_test(test_seqset_dollar),
 		cmocka_unit_test(test_seqset_contains),
 		cmocka_unit_test(test_seqset_add),
+		cmocka_unit_test(test_seqset_add_range),
 		cmocka_unit_test(test_seqset_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

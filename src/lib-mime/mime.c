@@ -1073,6 +1073,78 @@ bool mime_header_contains(struct mime_message *m, const char *field, const char 
 	return found;
 }
 
+static const char *const search_field_names[] = { NULL, "From", "To", "Cc", "Bcc",
+						   "Subject" };
+#define SEARCH_FIELDS 5u
+
+unsigned mime_search_field_id(const char *field)
+{
+	for (unsigned i = 1; i <= SEARCH_FIELDS; i++)
+		if (g_ascii_strcasecmp(field, search_field_names[i]) == 0)
+			return i;
+	return 0;
+}
+
+/* The same walk as list_header_contains, recording instead of matching. */
+static int search_fields_of(GMimeObject *o, struct buf *out)
+{
+	GMimeHeaderList *hl;
+
+	if (o == NULL || (hl = g_mime_object_get_header_list(o)) == NULL)
+		return 0;
+	int n = g_mime_header_list_get_count(hl);
+	for (int i = 0; i < n; i++) {
+		GMimeHeader *h = g_mime_header_list_get_header_at(hl, i);
+		unsigned id = mime_search_field_id(g_mime_header_get_name(h));
+		if (id == 0)
+			continue;
+		const char *v = g_mime_header_get_value(h);
+		char *fv = fold(v != NULL ? v : "", -1);
+		char k = (char)id;
+		int r = buf_append(out, &k, 1) < 0 || buf_append(out, fv, strlen(fv) + 1) < 0 ?
+			-1 : 0;
+		g_free(fv);
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int mime_search_fields(struct mime_message *m, struct buf *out)
+{
+	mime_ensure_parsed(m);
+	if (m->msg == NULL)
+		return 0;
+	if (search_fields_of((GMimeObject *)m->msg, out) < 0 ||
+	    search_fields_of(g_mime_message_get_mime_part(m->msg), out) < 0)
+		return -1;
+	return 0;
+}
+
+bool mime_search_fields_contain(const void *data, size_t len, unsigned id,
+				const char *folded_needle)
+{
+	const char *p = data, *end = p + len;
+	while (p < end) {
+		unsigned k = (unsigned char)*p++;
+		const char *z = memchr(p, '\0', (size_t)(end - p));
+		if (z == NULL)
+			return false; /* truncated: cannot happen with our data */
+		if (k == id && (*folded_needle == '\0' || strstr(p, folded_needle) != NULL))
+			return true;
+		p = z + 1;
+	}
+	return false;
+}
+
+char *mime_fold(const char *s)
+{
+	char *f = fold(s, -1);
+	char *copy = f != NULL ? strdup(f) : NULL;
+	g_free(f);
+	return copy;
+}
+
 /* Every header of o as "Name: decoded value" lines. */
 static bool headers_contain(GMimeObject *o, const char *fneedle)
 {

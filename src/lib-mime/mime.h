@@ -83,6 +83,26 @@ int mime_binary(struct mime_message *m, const char *part, struct buf *out,
  * exists / always. */
 bool mime_header_contains(struct mime_message *m, const char *field, const char *needle);
 bool mime_text_contains(struct mime_message *m, const char *needle, bool with_headers);
+/*
+ * SEARCH data for an index (so FROM/TO/CC/BCC/SUBJECT need no file): the
+ * values of those fields, exactly as mime_header_contains() matches them
+ * (decoded and case-folded), appended to out as entries "<k><value>\0"
+ * where k is the field's number (1 From, 2 To, 3 Cc, 4 Bcc, 5 Subject).
+ * 0, or -1 when out is full (then do not cache it).
+ */
+int mime_search_fields(struct mime_message *m, struct buf *out);
+/* The field number (1..5) of a field name that mime_search_fields keeps
+ * (case-insensitive), or 0. */
+unsigned mime_search_field_id(const char *field);
+/* mime_header_contains() answered from mime_search_fields() data: does
+ * field number id contain folded_needle (from mime_fold(); "" = the field
+ * exists)? */
+bool mime_search_fields_contain(const void *data, size_t len, unsigned id,
+				const char *folded_needle);
+/* Case-folded (Unicode simple folding, as SEARCH compares), valid UTF-8
+ * copy of s; malloc'ed, NULL on out of memory. */
+char *mime_fold(const char *s);
+
 /* The Date: header in seconds since the epoch (the calendar day in the
  * header's own zone at 00:00 UTC when day_only), or -1. */
 int64_t mime_sent_date(struct mime_message *m, bool day_only);

@@ -903,6 +903,69 @@ static void test_search(void **state)
 	}
 }
 
+/* The SEARCH data an index keeps must answer exactly as the message does:
+ * every corpus message x every kept field (any spelling) x needles that
+ * hit and miss, plain, empty, encoded-word and case-folded. */
+static void test_search_fields(void **state)
+{
+	(void)state;
+	static const char *const fields[] = { "From", "to", "CC", "Bcc", "SUBJECT" };
+	static const char *const needles[] = {
+		"", "a", "E", "example", "@", "foobar", "MEETING", "andr\xc3\xa9",
+		"hello w\xc3\xb6rld", "CAF\xc3\x89", "STRASSE", "zzz-not-there", "\"", " ",
+	};
+	unsigned hits = 0, misses = 0;
+	for (size_t i = 0; i < N_ELEMENTS(corpus); i++) {
+		const char *label = corpus[i].label;
+		struct mime_message *m = mime_parse(corpus[i].msg, strlen(corpus[i].msg));
+		struct buf b;
+		buf_init(&b, 65536);
+		CHECK(label, mime_search_fields(m, &b) == 0);
+		for (size_t f = 0; f < N_ELEMENTS(fields); f++) {
+			unsigned id = mime_search_field_id(fields[f]);
+			CHECK(label, id >= 1 && id <= 5);
+			for (size_t k = 0; k < N_ELEMENTS(needles); k++) {
+				char *folded = mime_fold(needles[k]);
+				bool want = mime_header_contains(m, fields[f], needles[k]);
+				bool got = mime_search_fields_contain(b.data != NULL ? b.data : "", b.len,
+								      id, folded);
+				if (got != want)
+					fail_msg("case '%s' %s '%s': index %d, file %d", label,
+						 fields[f], needles[k], got, want);
+				if (want)
+					hits++;
+				else
+					misses++;
+				free(folded);
+			}
+		}
+		buf_free(&b);
+		mime_free(&m);
+	}
+	/* the table exercises both answers */
+	assert_true(hits > 20);
+	assert_true(misses > 20);
+	assert_int_equal(mime_search_field_id("Message-Id"), 0);
+	assert_int_equal(mime_search_field_id("Fro"), 0);
+
+	/* the encoded-word subject is kept decoded and folded */
+	struct mime_message *m = mime_parse(msg_encoded, strlen(msg_encoded));
+	struct buf b;
+	buf_init(&b, 65536);
+	assert_int_equal(mime_search_fields(m, &b), 0);
+	char *folded = mime_fold("HELLO W\xc3\x96RLD");
+	assert_true(mime_search_fields_contain(b.data, b.len, 5, folded));
+	assert_false(mime_search_fields_contain(b.data, b.len, 1, folded));
+	free(folded);
+	assert_null(memmem(b.data, b.len, "=?", 2));
+	buf_free(&b);
+	/* out full: -1, so the caller does not cache a partial list */
+	buf_init(&b, 8);
+	assert_int_equal(mime_search_fields(m, &b), -1);
+	buf_free(&b);
+	mime_free(&m);
+}
+
 struct date_case {
 	const char *label;
 	const char *msg;
@@ -1046,6 +1109,7 @@ int main(void)
 		cmocka_unit_test(test_sections),
 		cmocka_unit_test(test_binary),
 		cmocka_unit_test(test_search),
+		cmocka_unit_test(test_search_fields),
 		cmocka_unit_test(test_sent_date),
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test(test_parse_fd),

@@ -37,8 +37,10 @@ struct mstore_append {
 	char tmp_path[PATH_MAX];
 	char cur_path[PATH_MAX];  /* after the rename at commit */
 	int fd;
-	uint64_t announced, received, written, lfs;
+	uint64_t announced, received, written;
+	uint64_t lfs;             /* stored LFs not after a CR: FETCH adds a CR */
 	bool pending_cr, failed;
+	bool last_cr;             /* the last byte stored was a CR */
 	uint32_t flags;
 	char *keywords;
 	int64_t internaldate;
@@ -129,8 +131,9 @@ static inline int append_byte(struct mstore_append *a, char c)
 	if (a->buf_len == sizeof(a->buf) && append_flush(a) < 0)
 		return -1;
 	a->buf[a->buf_len++] = c;
-	if (c == '\n')
+	if (c == '\n' && !a->last_cr)
 		a->lfs++;
+	a->last_cr = c == '\r';
 	return 0;
 }
 
@@ -144,12 +147,15 @@ int mstore_append_write(struct mstore_append *a, const char *data, size_t len)
 		return -1;
 	}
 	a->received += len;
+	/* CRLF -> LF, except after a stored CR: "\r\r\n" stays as it is,
+	 * since "\r\n" in the file reads back (FETCH, RETR: a LF after a CR
+	 * is sent as is) as one CRLF, and the CR would be lost. */
 	for (size_t i = 0; i < len; i++) {
 		char c = data[i];
 		if (a->pending_cr) {
 			/* a CR at the end of the previous chunk */
 			a->pending_cr = false;
-			if (c != '\n' && append_byte(a, '\r') < 0)
+			if ((c != '\n' || a->last_cr) && append_byte(a, '\r') < 0)
 				return -1;
 		}
 		if (c == '\r') {
@@ -157,7 +163,7 @@ int mstore_append_write(struct mstore_append *a, const char *data, size_t len)
 				a->pending_cr = true;
 				continue;
 			}
-			if (data[i + 1] == '\n')
+			if (data[i + 1] == '\n' && !a->last_cr)
 				continue;   /* CRLF -> LF */
 		}
 		if (append_byte(a, c) < 0)
@@ -263,6 +269,10 @@ int mstore_append_commit(struct mstore_append **appends, unsigned n, uint32_t *u
 			goto fail;
 		total += appends[i]->written;
 	}
+	/* mstore_append_begin checked each message alone; a MULTIAPPEND
+	 * must fit as a whole (one message was checked with its size). */
+	if (n > 1 && quota_check(store, total, n) < 0)
+		goto fail;
 	if (mstore_txn_begin(store) < 0)
 		goto fail;
 	in_txn = true;
@@ -315,7 +325,8 @@ int mstore_append_commit(struct mstore_append **appends, unsigned n, uint32_t *u
 		sqlite3_bind_int64(st, 7, (int64_t)++row.highestmodseq);
 		sqlite3_bind_int64(st, 8, a->internaldate);
 		sqlite3_bind_int64(st, 9, (int64_t)a->written);
-		/* RFC822.SIZE: every LF is sent as CRLF */
+		/* RFC822.SIZE: what FETCH sends (a CR added before each LF
+		 * that does not follow a CR) */
 		sqlite3_bind_int64(st, 10, (int64_t)(a->written + a->lfs));
 		if (mstore_step_done(store, st, "append") < 0)
 			goto fail;

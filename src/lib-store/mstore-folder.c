@@ -84,12 +84,21 @@ int mstore_folder_find(struct mstore *store, const char *name, struct mstore_fro
 		on_disk = strcmp(norm, "INBOX") == 0 || dir_has_cur(row_r->dir);
 		if (on_disk)
 			return 1;
-		/* Removed by another tool: forget it. */
+		/* Removed by another tool: forget it. But look again under
+		 * the write lock first: another process renaming or deleting
+		 * it does its rename(2) before its COMMIT, and the row read
+		 * above may be another folder's by now (RENAME A B: the id
+		 * is B's). Postern processes change folder directories only
+		 * while holding the lock, so row and disk now agree. */
 		if (mstore_txn_begin(store) < 0)
 			return -1;
-		bool ok = delete_rows(store, row_r->id) == 0;
+		r = mstore_frow_by_name(store, norm, row_r);
+		on_disk = r > 0 && dir_has_cur(row_r->dir);
+		bool ok = r >= 0 && (r == 0 || on_disk || delete_rows(store, row_r->id) == 0);
 		if (mstore_txn_end(store, ok) < 0 || !ok)
 			return -1;
+		if (on_disk)
+			return 1;
 	} else {
 		char dir[PATH_MAX];
 		if (mstore_folder_dir(store, norm, dir, sizeof(dir)) == 0 && dir_has_cur(dir)) {
@@ -97,11 +106,12 @@ int mstore_folder_find(struct mstore *store, const char *name, struct mstore_fro
 			if (mstore_txn_begin(store) < 0)
 				return -1;
 			r = mstore_frow_by_name(store, norm, row_r);
-			if (r == 0)
+			if (r == 0 && dir_has_cur(dir))
 				r = mstore_frow_insert(store, norm, 0, row_r) < 0 ? -1 : 1;
 			if (mstore_txn_end(store, r > 0) < 0 || r < 0)
 				return -1;
-			return 1;
+			if (r > 0)
+				return 1;
 		}
 	}
 	mstore_set_error(store, MSTORE_ERR_NONEXISTENT, "Mailbox does not exist");

@@ -8,8 +8,9 @@
  * principle 5): UIDs come back from the ",U=" in file names, UIDVALIDITY
  * and UIDNEXT from each folder's postern-uidvalidity file, flags from the
  * names. What is lost in a rebuild: keywords, cached ENVELOPE/
- * BODYSTRUCTURE (recomputed), expunge history (QRESYNC clients then do a
- * full resync since MODSEQs restart above the time in microseconds), and
+ * BODYSTRUCTURE (recomputed), expunge history (MODSEQs restart above the
+ * time in microseconds, and a QRESYNC client from before that gets every
+ * UID not there any more as VANISHED: see mstore_frow_insert), and
  * subscriptions (every folder is subscribed again).
  */
 #include "mstore-private.h"
@@ -72,15 +73,27 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CACHE_GET_ENVELOPE] = "SELECT envelope FROM cache WHERE id=?1",
 	[ST_CACHE_GET_BODYSTRUCTURE] = "SELECT bodystructure FROM cache WHERE id=?1",
 	[ST_CACHE_GET_BODY] = "SELECT body FROM cache WHERE id=?1",
-	[ST_CACHE_SET_ENVELOPE] = "INSERT INTO cache(id, envelope) VALUES(?1, ?2) "
-				  "ON CONFLICT(id) DO UPDATE SET envelope=excluded.envelope",
-	[ST_CACHE_SET_BODYSTRUCTURE] = "INSERT INTO cache(id, bodystructure) VALUES(?1, ?2) "
+	/* Cache writes are deferred (mstore_pending_flush): only for a
+	 * message that still exists (?3 folder, ?4 uid), so a row never
+	 * outlives its message and meets a later message with the same key. */
+	[ST_CACHE_SET_ENVELOPE] = "INSERT INTO cache(id, envelope) SELECT ?1, ?2 "
+		"WHERE EXISTS(SELECT 1 FROM msg WHERE folder=?3 AND uid=?4) "
+		"ON CONFLICT(id) DO UPDATE SET envelope=excluded.envelope",
+	[ST_CACHE_SET_BODYSTRUCTURE] = "INSERT INTO cache(id, bodystructure) SELECT ?1, ?2 "
+		"WHERE EXISTS(SELECT 1 FROM msg WHERE folder=?3 AND uid=?4) "
 		"ON CONFLICT(id) DO UPDATE SET bodystructure=excluded.bodystructure",
-	[ST_CACHE_SET_BODY] = "INSERT INTO cache(id, body) VALUES(?1, ?2) "
-			      "ON CONFLICT(id) DO UPDATE SET body=excluded.body",
+	[ST_CACHE_SET_BODY] = "INSERT INTO cache(id, body) SELECT ?1, ?2 "
+		"WHERE EXISTS(SELECT 1 FROM msg WHERE folder=?3 AND uid=?4) "
+		"ON CONFLICT(id) DO UPDATE SET body=excluded.body",
+	[ST_CACHE_SET_SEARCH] = "INSERT INTO cache(id, hdrs, sentday) SELECT ?1, ?2, ?5 "
+		"WHERE EXISTS(SELECT 1 FROM msg WHERE folder=?3 AND uid=?4) "
+		"ON CONFLICT(id) DO UPDATE SET hdrs=excluded.hdrs, sentday=excluded.sentday",
+	[ST_CACHE_SEARCH_RANGE] = "SELECT id, hdrs, sentday FROM cache "
+		"WHERE id BETWEEN ?1 AND ?2 AND hdrs IS NOT NULL ORDER BY id",
 	[ST_CACHE_DELETE] = "DELETE FROM cache WHERE id=?1",
-	[ST_CACHE_COPY] = "INSERT OR REPLACE INTO cache(id, envelope, bodystructure, body) "
-			  "SELECT ?2, envelope, bodystructure, body FROM cache WHERE id=?1",
+	[ST_CACHE_COPY] = "INSERT OR REPLACE INTO cache(id, envelope, bodystructure, body, "
+			  "hdrs, sentday) SELECT ?2, envelope, bodystructure, body, hdrs, sentday "
+			  "FROM cache WHERE id=?1",
 	[ST_SUB_ADD] = "INSERT OR IGNORE INTO subscription(name) VALUES(?1)",
 	[ST_SUB_DEL] = "DELETE FROM subscription WHERE name=?1",
 	[ST_SUB_LIST] = "SELECT name FROM subscription",
@@ -93,7 +106,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 };
 
 /* The cache table is keyed by folder * 2^32 + uid (a rowid table: its rows
- * are large, unlike msg's). */
+ * are large, unlike msg's). hdrs and sentday answer SEARCH FROM/TO/CC/BCC/
+ * SUBJECT and SENT* without the file (mime_search_fields). */
 static const char schema_sql[] =
 	"CREATE TABLE folder(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,"
 	" uidvalidity INTEGER NOT NULL, uidnext INTEGER NOT NULL,"
@@ -106,7 +120,8 @@ static const char schema_sql[] =
 	" vsize INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(folder, uid)) WITHOUT ROWID;"
 	"CREATE INDEX msg_modseq ON msg(folder, modseq);"
 	"CREATE INDEX msg_base ON msg(folder, base);"
-	"CREATE TABLE cache(id INTEGER PRIMARY KEY, envelope TEXT, bodystructure TEXT, body TEXT);"
+	"CREATE TABLE cache(id INTEGER PRIMARY KEY, envelope TEXT, bodystructure TEXT, body TEXT,"
+	" hdrs BLOB, sentday INTEGER);"
 	"CREATE TABLE expunged(folder INTEGER NOT NULL, uid INTEGER NOT NULL,"
 	" modseq INTEGER NOT NULL, PRIMARY KEY(folder, uid)) WITHOUT ROWID;"
 	"CREATE INDEX expunged_modseq ON expunged(folder, modseq);"
@@ -211,14 +226,61 @@ int mstore_frow_save(struct mstore *store, const struct mstore_frow *row)
 	return 0;
 }
 
-/* A new UIDVALIDITY: the time, but above every one in use (so a folder
- * deleted and created again in the same second still gets a new one). */
+/* The highest UIDVALIDITY handed out, kept in the meta table (made on
+ * first use: older indexes lack it). Rare (folder creation): statements
+ * are not cached. rc of the failing call, or SQLITE_OK. */
+#define META_TABLE_SQL "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY," \
+		       " value INTEGER NOT NULL) WITHOUT ROWID"
+#define META_LAST_UIDV "last_uidvalidity"
+
+static int meta_last_uidv(struct mstore *store, int64_t *last_r)
+{
+	sqlite3_stmt *st = NULL;
+	*last_r = 0;
+	int rc = sqlite3_exec(store->db, META_TABLE_SQL, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE key='"
+					META_LAST_UIDV "'", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			*last_r = sqlite3_column_int64(st, 0);
+		rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int meta_set_last_uidv(struct mstore *store, int64_t v)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(store->db, "INSERT OR REPLACE INTO meta(key, value) "
+				    "VALUES('" META_LAST_UIDV "', ?1)", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, v);
+		rc = sqlite3_step(st);
+		rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* A new UIDVALIDITY (in a write transaction): the time, but above every
+ * one in use and every one handed out before — a folder deleted and
+ * created again in the same second has no row left to be above (RFC 9051
+ * 2.3.1.1: a UIDVALIDITY is never reused for a folder name). */
 static int new_uidvalidity(struct mstore *store, uint32_t *uidv_r)
 {
+	int64_t last;
+	int rc = meta_last_uidv(store, &last);
+	if (rc != SQLITE_OK) {
+		mstore_db_error(store, rc, "last uidvalidity");
+		return -1;
+	}
 	sqlite3_stmt *st = mstore_stmt(store, ST_FOLDER_MAX_UIDV);
 	if (st == NULL)
 		return -1;
-	int rc = sqlite3_step(st);
+	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(st);
 		mstore_db_error(store, rc, "max uidvalidity");
@@ -226,10 +288,16 @@ static int new_uidvalidity(struct mstore *store, uint32_t *uidv_r)
 	}
 	int64_t max = sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
+	if (last > max && last <= UINT32_MAX)
+		max = last;
 	int64_t now = (int64_t)time(NULL);
 	int64_t v = now > max ? now : max + 1;
 	if (v > UINT32_MAX)
 		v = max < UINT32_MAX ? max + 1 : 1;
+	if ((rc = meta_set_last_uidv(store, v)) != SQLITE_OK) {
+		mstore_db_error(store, rc, "store last uidvalidity");
+		return -1;
+	}
 	*uidv_r = (uint32_t)v;
 	return 0;
 }
@@ -272,6 +340,20 @@ int mstore_frow_insert(struct mstore *store, const char *name, unsigned special_
 	if (mstore_step_done(store, st, "insert folder") < 0)
 		return -1;
 	row.id = sqlite3_last_insert_rowid(store->db);
+	if (known) {
+		/* The expunge history below this MODSEQ is lost: an expunged
+		 * row with UID 0 (never a message's) marks it, and
+		 * mbox_vanished_since() answers a client from before it with
+		 * every UID that is not there (RFC 7162 3.2.5.1). */
+		st = mstore_stmt(store, ST_EXP_INSERT);
+		if (st == NULL)
+			return -1;
+		sqlite3_bind_int64(st, 1, row.id);
+		sqlite3_bind_int64(st, 2, 0);
+		sqlite3_bind_int64(st, 3, (int64_t)row.highestmodseq);
+		if (mstore_step_done(store, st, "mark history") < 0)
+			return -1;
+	}
 	if (row_r != NULL)
 		*row_r = row;
 	return 0;
@@ -468,6 +550,16 @@ int mstore_index_build(struct mstore *store)
 	}
 	if (version == MSTORE_SCHEMA_VERSION)
 		return mstore_txn_end(store, true);
+	if (version == 1) {
+		/* version 2 only adds the SEARCH columns of the cache */
+		char up[160];
+		snprintf(up, sizeof(up), "ALTER TABLE cache ADD COLUMN hdrs BLOB;"
+			 "ALTER TABLE cache ADD COLUMN sentday INTEGER;"
+			 "PRAGMA user_version=%d", MSTORE_SCHEMA_VERSION);
+		if (db_exec(store, up) < 0)
+			goto fail;
+		return mstore_txn_end(store, true);
+	}
 	if (version != 0) {
 		log_error("mstore: %s: index version %lld, expected %d", store->root,
 			  (long long)version, MSTORE_SCHEMA_VERSION);

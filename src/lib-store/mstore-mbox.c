@@ -644,15 +644,149 @@ int mbox_msg_vsize(struct mbox *mbox, uint32_t seq, uint64_t *vsize_r)
 	}
 	if (size == 0)
 		size = 1;   /* 0 means unknown; an empty file is rare enough */
-	m->vsize = size;
 	*vsize_r = size;
-	sqlite3_stmt *st = mstore_stmt(mbox->store, ST_MSG_SET_VSIZE);
-	if (st != NULL) {
-		sqlite3_bind_int64(st, 1, mbox->folder_id);
-		sqlite3_bind_int64(st, 2, m->uid);
-		sqlite3_bind_int64(st, 3, (int64_t)size);
-		(void)mstore_step_done(mbox->store, st, "store vsize");
+	mbox_msg_set_vsize(mbox, seq, size);
+	return 0;
+}
+
+static int pending_add(struct mbox *mbox, uint32_t seq, unsigned field, const void *value,
+		       size_t len, int64_t sentday);
+
+void mbox_msg_set_vsize(struct mbox *mbox, uint32_t seq, uint64_t vsize)
+{
+	if (seq == 0 || seq > mbox->count || mbox->msgs[seq - 1].vsize != 0 || vsize == 0 ||
+	    vsize > INT64_MAX)
+		return;
+	mbox->msgs[seq - 1].vsize = vsize;
+	/* written with the next batch of cache rows */
+	(void)pending_add(mbox, seq, MSTORE_PENDING_VSIZE, "", 0, (int64_t)vsize);
+}
+
+int mbox_read_begin(struct mbox *mbox)
+{
+	struct mstore *store = mbox->store;
+	if (store->txn_depth > 0 || store->read_txn)
+		return 0;
+	if (view_check(mbox) < 0)
+		return -1;
+	return mstore_read_begin(store);
+}
+
+void mbox_read_end(struct mbox *mbox)
+{
+	mstore_read_end(mbox->store);
+}
+
+/* ---- the cache (ENVELOPE, BODYSTRUCTURE, BODY, SEARCH data) ---- */
+
+void mstore_pending_free(struct mstore *store)
+{
+	for (unsigned i = 0; i < store->npending; i++)
+		free(store->pending[i].value);
+	free(store->pending);
+	store->pending = NULL;
+	store->npending = 0;
+	store->pending_bytes = 0;
+}
+
+void mstore_pending_flush(struct mstore *store)
+{
+	static const enum mstore_stmt ids[] = { ST_CACHE_SET_ENVELOPE,
+		ST_CACHE_SET_BODYSTRUCTURE, ST_CACHE_SET_BODY };
+	if (store->npending == 0 || store->flushing || store->db == NULL)
+		return;
+	store->flushing = true;
+	bool own = store->txn_depth == 0;
+	if (own && mstore_txn_begin(store) < 0) {
+		store->flushing = false;
+		mstore_pending_free(store);
+		return;
 	}
+	bool ok = true;
+	for (unsigned i = 0; i < store->npending && ok; i++) {
+		const struct mstore_pending *p = &store->pending[i];
+		if (p->field == MSTORE_PENDING_VSIZE) {
+			sqlite3_stmt *st = mstore_stmt(store, ST_MSG_SET_VSIZE);
+			if (st == NULL) {
+				ok = false;
+				break;
+			}
+			sqlite3_bind_int64(st, 1, p->folder_id);
+			sqlite3_bind_int64(st, 2, p->uid);
+			sqlite3_bind_int64(st, 3, p->sentday);
+			ok = mstore_step_done(store, st, "store vsize") == 0;
+			continue;
+		}
+		bool search = p->field == MSTORE_PENDING_SEARCH;
+		sqlite3_stmt *st = mstore_stmt(store, search ? ST_CACHE_SET_SEARCH : ids[p->field]);
+		if (st == NULL) {
+			ok = false;
+			break;
+		}
+		sqlite3_bind_int64(st, 1, mstore_cache_key(p->folder_id, p->uid));
+		if (search)
+			sqlite3_bind_blob(st, 2, p->value, (int)p->len, SQLITE_STATIC);
+		else
+			sqlite3_bind_text(st, 2, p->value, (int)p->len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, p->folder_id);
+		sqlite3_bind_int64(st, 4, p->uid);
+		if (search)
+			sqlite3_bind_int64(st, 5, p->sentday);
+		ok = mstore_step_done(store, st, "write cache") == 0;
+	}
+	mstore_pending_free(store);
+	if (own)
+		(void)mstore_txn_end(store, ok);
+	store->flushing = false;
+}
+
+void mbox_cache_flush(struct mbox *mbox)
+{
+	struct mstore *store = mbox->store;
+	if (store->npending == 0 || (store->txn_depth == 0 && mstore_check_corrupt(store) < 0))
+		return;
+	mstore_pending_flush(store);   /* in the open write transaction, if any */
+}
+
+static const struct mstore_pending *pending_find(const struct mstore *store, int64_t folder_id,
+						 uint32_t uid, unsigned field)
+{
+	for (unsigned i = store->npending; i-- > 0;) {
+		const struct mstore_pending *p = &store->pending[i];
+		if (p->uid == uid && p->field == field && p->folder_id == folder_id)
+			return p;
+	}
+	return NULL;
+}
+
+static int pending_add(struct mbox *mbox, uint32_t seq, unsigned field, const void *value,
+		       size_t len, int64_t sentday)
+{
+	struct mstore *store = mbox->store;
+	if (seq == 0 || seq > mbox->count || view_check(mbox) < 0)
+		return -1;
+	if (store->npending >= MSTORE_PENDING_MAX || store->pending_bytes >= MSTORE_PENDING_BYTES)
+		mbox_cache_flush(mbox);
+	if (store->npending >= MSTORE_PENDING_MAX)
+		return 0; /* could not flush: skip, it is a cache */
+	if (store->pending == NULL) {
+		store->pending = calloc(MSTORE_PENDING_MAX, sizeof(*store->pending));
+		if (store->pending == NULL)
+			return -1;
+	}
+	char *copy = malloc(len + 1);
+	if (copy == NULL)
+		return -1;
+	memcpy(copy, value, len);
+	copy[len] = '\0';
+	struct mstore_pending *p = &store->pending[store->npending++];
+	p->folder_id = mbox->folder_id;
+	p->uid = mbox->msgs[seq - 1].uid;
+	p->field = field;
+	p->value = copy;
+	p->len = len;
+	p->sentday = sentday;
+	store->pending_bytes += len;
 	return 0;
 }
 
@@ -665,6 +799,14 @@ int mbox_cache_get(struct mbox *mbox, uint32_t seq, enum mstore_cache_field fiel
 		return 0;
 	if (view_check(mbox) < 0)
 		return -1;
+	if (mbox->store->npending > 0) {
+		const struct mstore_pending *p = pending_find(mbox->store, mbox->folder_id,
+							      mbox->msgs[seq - 1].uid, field);
+		if (p != NULL) {
+			*value_r = strdup(p->value);
+			return *value_r != NULL ? 1 : -1;
+		}
+	}
 	sqlite3_stmt *st = mstore_stmt(mbox->store, ids[field]);
 	if (st == NULL)
 		return -1;
@@ -685,17 +827,98 @@ int mbox_cache_get(struct mbox *mbox, uint32_t seq, enum mstore_cache_field fiel
 int mbox_cache_set(struct mbox *mbox, uint32_t seq, enum mstore_cache_field field,
 		   const char *value)
 {
-	static const enum mstore_stmt ids[] = { ST_CACHE_SET_ENVELOPE,
-		ST_CACHE_SET_BODYSTRUCTURE, ST_CACHE_SET_BODY };
-	if (seq == 0 || seq > mbox->count || (unsigned)field > MSTORE_CACHE_BODY ||
-	    view_check(mbox) < 0)
+	if ((unsigned)field > MSTORE_CACHE_BODY)
 		return -1;
-	sqlite3_stmt *st = mstore_stmt(mbox->store, ids[field]);
+	return pending_add(mbox, seq, field, value, strlen(value), 0);
+}
+
+int mbox_search_data_set(struct mbox *mbox, uint32_t seq, const void *hdrs, size_t len,
+			 int64_t sentday)
+{
+	if (len > INT32_MAX)
+		return -1;
+	return pending_add(mbox, seq, MSTORE_PENDING_SEARCH, hdrs, len, sentday);
+}
+
+int mbox_search_data_load(struct mbox *mbox, uint32_t first, uint32_t last,
+			  struct mbox_search_data *rows_r, void **arena_r)
+{
+	struct mstore *store = mbox->store;
+	*arena_r = NULL;
+	if (first == 0 || first > last || last > mbox->count)
+		return -1;
+	uint32_t n = last - first + 1;
+	for (uint32_t i = 0; i < n; i++)
+		rows_r[i] = (struct mbox_search_data){ .hdrs = NULL, .sentday = -1 };
+	if (view_check(mbox) < 0)
+		return -1;
+	mbox_cache_flush(mbox);
+	sqlite3_stmt *st = mstore_stmt(store, ST_CACHE_SEARCH_RANGE);
 	if (st == NULL)
 		return -1;
-	sqlite3_bind_int64(st, 1, mstore_cache_key(mbox->folder_id, mbox->msgs[seq - 1].uid));
-	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-	return mstore_step_done(mbox->store, st, "write cache");
+	const struct mstore_msg *msgs = &mbox->msgs[first - 1];
+	sqlite3_bind_int64(st, 1, mstore_cache_key(mbox->folder_id, msgs[0].uid));
+	sqlite3_bind_int64(st, 2, mstore_cache_key(mbox->folder_id, msgs[n - 1].uid));
+	/* Two passes over the rows would need two queries: copy into a
+	 * growing arena and turn offsets into pointers at the end. */
+	char *arena = NULL;
+	size_t used = 0, cap = 0;
+	uint32_t i = 0;
+	int rc, ret = 0;
+	size_t *offs = calloc(n, sizeof(*offs));
+	if (offs == NULL) {
+		sqlite3_reset(st);
+		return -1;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint32_t uid = (uint32_t)(sqlite3_column_int64(st, 0) & 0xffffffff);
+		while (i < n && msgs[i].uid < uid)
+			i++;
+		if (i == n)
+			break;
+		if (msgs[i].uid != uid)
+			continue;
+		const void *b = sqlite3_column_blob(st, 1);
+		size_t len = (size_t)sqlite3_column_bytes(st, 1);
+		if (used + len + 1 > cap) {
+			size_t ncap = cap == 0 ? 16384 : cap;
+			while (used + len + 1 > ncap)
+				ncap *= 2;
+			char *a = realloc(arena, ncap);
+			if (a == NULL) {
+				ret = -1;
+				break;
+			}
+			arena = a;
+			cap = ncap;
+		}
+		if (len > 0)
+			memcpy(arena + used, b, len);
+		arena[used + len] = '\0';
+		offs[i] = used + 1;   /* 0: none */
+		rows_r[i].hdrs_len = len;
+		rows_r[i].sentday = sqlite3_column_type(st, 2) == SQLITE_NULL ?
+			-1 : sqlite3_column_int64(st, 2);
+		used += len + 1;
+		i++;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		mstore_db_error(store, rc, "read search cache");
+		ret = -1;
+	}
+	sqlite3_reset(st);
+	if (ret == 0) {
+		for (uint32_t k = 0; k < n; k++)
+			if (offs[k] != 0)
+				rows_r[k].hdrs = arena + offs[k] - 1;
+		*arena_r = arena;
+	} else {
+		free(arena);
+		for (uint32_t k = 0; k < n; k++)
+			rows_r[k].hdrs = NULL;
+	}
+	free(offs);
+	return ret;
 }
 
 /* ---- STORE ---- */
@@ -903,7 +1126,9 @@ again:
 			if (errno == ENOENT && !rescanned) {
 				/* renamed by another tool (flags changed?): look again */
 				rescanned = true;
-				if (mstore_folder_sync(store, &row, true, false, NULL) < 0)
+				/* keep the MODSEQs given out (the sync reloads row) */
+				if (mstore_frow_save(store, &row) < 0 ||
+				    mstore_folder_sync(store, &row, true, false, NULL) < 0)
 					goto end;
 				goto again;
 			}
@@ -1066,8 +1291,11 @@ int mbox_copy(struct mbox *mbox, const uint32_t *seqs, unsigned n, const char *d
 		}
 		int r = link(it->src_path, it->dst_path);
 		if (r < 0 && errno == ENOENT) {
-			/* renamed by another tool: look again, once */
-			if (mstore_folder_sync(store, &src, true, false, NULL) < 0)
+			/* renamed by another tool: look again, once. The sync
+			 * reloads the row: save what this copy took first
+			 * (UIDNEXT, MODSEQ when dest is this folder). */
+			if (mstore_frow_save(store, &src) < 0 ||
+			    mstore_folder_sync(store, &src, true, false, NULL) < 0)
 				goto end;
 			free(it->r.keywords);
 			it->r.keywords = NULL;
@@ -1170,6 +1398,50 @@ end:
 
 /* ---- QRESYNC, watch ---- */
 
+/* The expunge history before since is incomplete (the index was rebuilt,
+ * or the folder found on disk): every UID of uids (NULL: all) below
+ * UIDNEXT that is not in the view. RFC 7162 3.2.5.1 lets VANISHED
+ * (EARLIER) name UIDs the client never saw. O(ranges + messages). */
+static int vanished_all(struct mbox *mbox, const struct imap_seqset *uids,
+			struct imap_seqset *out_r)
+{
+	if (mbox->uidnext <= 1)
+		return 0;
+	const uint32_t top = mbox->uidnext - 1;
+	const struct imap_range all = { 1, top };
+	const struct imap_range *r = uids != NULL ? uids->ranges : &all;
+	unsigned nr = uids != NULL ? uids->count : 1;
+	uint32_t i = 0;
+	for (unsigned k = 0; k < nr; k++) {
+		uint32_t next = r[k].lo, hi = r[k].hi < top ? r[k].hi : top;
+		if (next == 0)
+			next = 1;
+		/* the first message at or above next (ranges are sorted) */
+		uint32_t lo = i, up = mbox->count;
+		while (lo < up) {
+			uint32_t mid = lo + (up - lo) / 2;
+			if (mbox->msgs[mid].uid < next)
+				lo = mid + 1;
+			else
+				up = mid;
+		}
+		for (i = lo; next <= hi; i++) {
+			while (i < mbox->count && mbox->msgs[i].expunged)
+				i++;
+			uint32_t m = i < mbox->count ? mbox->msgs[i].uid : UINT32_MAX;
+			if (m > next && imap_seqset_add_range(out_r, next, m <= hi ? m - 1 : hi) < 0) {
+				mstore_set_error(mbox->store, MSTORE_ERR_LIMIT,
+						 "Too many expunged messages");
+				return -1;
+			}
+			if (m >= hi)
+				break;
+			next = m + 1;
+		}
+	}
+	return 0;
+}
+
 int mbox_vanished_since(struct mbox *mbox, uint64_t since, const struct imap_seqset *uids,
 			struct imap_seqset *out_r)
 {
@@ -1182,8 +1454,15 @@ int mbox_vanished_since(struct mbox *mbox, uint64_t since, const struct imap_seq
 	sqlite3_bind_int64(st, 1, mbox->folder_id);
 	sqlite3_bind_int64(st, 2, (int64_t)since);
 	int rc, ret = 0;
+	bool incomplete = false;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		uint32_t uid = (uint32_t)sqlite3_column_int64(st, 0);
+		if (uid == 0) {
+			/* the mark of lost history (mstore_frow_insert), above
+			 * since: first, in UID order */
+			incomplete = true;
+			break;
+		}
 		if (uids != NULL && !imap_seqset_contains(uids, uid))
 			continue;
 		if (imap_seqset_add(out_r, uid) < 0) {
@@ -1197,6 +1476,8 @@ int mbox_vanished_since(struct mbox *mbox, uint64_t since, const struct imap_seq
 		mstore_db_error(store, rc, "vanished");
 		ret = -1;
 	}
+	if (ret == 0 && incomplete)
+		ret = vanished_all(mbox, uids, out_r);
 	return ret;
 }
 

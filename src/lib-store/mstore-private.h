@@ -18,7 +18,13 @@
 
 #define MSTORE_INDEX_FILE "postern-index.db"
 #define MSTORE_UIDV_FILE "postern-uidvalidity"
-#define MSTORE_SCHEMA_VERSION 1
+/* 1: first; 2: cache.hdrs and cache.sentday (SEARCH data), added to a
+ * version 1 index in place */
+#define MSTORE_SCHEMA_VERSION 2
+/* SQLite: bytes of the index mapped for reads, KiB of private page cache
+ * per connection (PRAGMA mmap_size, cache_size). */
+#define MSTORE_MMAP_SIZE "1073741824"
+#define MSTORE_CACHE_KIB "256"
 /* Keywords: per message and per folder (space-separated text). */
 #define MSTORE_KEYWORDS_MAX 4096
 #define MSTORE_FOLDER_KEYWORDS_MAX 8192
@@ -38,6 +44,7 @@ enum mstore_stmt {
 	ST_MSG_SET_VSIZE,
 	ST_CACHE_GET_ENVELOPE, ST_CACHE_GET_BODYSTRUCTURE, ST_CACHE_GET_BODY,
 	ST_CACHE_SET_ENVELOPE, ST_CACHE_SET_BODYSTRUCTURE, ST_CACHE_SET_BODY,
+	ST_CACHE_SET_SEARCH, ST_CACHE_SEARCH_RANGE,
 	ST_CACHE_DELETE, ST_CACHE_COPY,
 	ST_SUB_ADD, ST_SUB_DEL, ST_SUB_LIST, ST_FOLDER_LIST,
 	ST_EXP_INSERT, ST_EXP_SINCE,
@@ -49,6 +56,25 @@ struct mstore_touch {
 	int64_t folder_id;
 	char curdir[PATH_MAX];
 };
+
+/* Cache writes wait in memory (mbox_cache_set) and are written together:
+ * in the next write transaction, at mbox_cache_flush(), or when these
+ * limits are reached. One transaction for a chunk of FETCH ENVELOPE cache
+ * fills instead of one each, and no write lock held while parsing. */
+#define MSTORE_PENDING_MAX 2048
+#define MSTORE_PENDING_BYTES (2u * 1024 * 1024)
+
+struct mstore_pending {
+	int64_t folder_id;
+	uint32_t uid;
+	unsigned field;           /* enum mstore_cache_field, MSTORE_PENDING_SEARCH or
+				   * MSTORE_PENDING_VSIZE (the size in sentday) */
+	char *value;              /* malloc'ed; NUL-terminated for text fields */
+	size_t len;
+	int64_t sentday;          /* MSTORE_PENDING_SEARCH */
+};
+#define MSTORE_PENDING_SEARCH 100u
+#define MSTORE_PENDING_VSIZE 101u
 
 /* A folder's index row (and where it lives on disk). */
 struct mstore_frow {
@@ -84,6 +110,10 @@ struct mstore {
 	struct mstore_frow fcache;
 	bool fcache_valid;
 	bool read_txn;            /* a deferred (read) transaction is open */
+	struct mstore_pending *pending;   /* MSTORE_PENDING_MAX entries, or NULL */
+	unsigned npending;
+	size_t pending_bytes;
+	bool flushing;
 	enum mstore_err err;
 	char errtext[160];
 	char canonical[MSTORE_NAME_MAX + 1];
@@ -124,7 +154,8 @@ void mstore_db_error(struct mstore *store, int rc, const char *what);
 sqlite3_stmt *mstore_stmt(struct mstore *store, enum mstore_stmt id);
 /* Runs a statement to SQLITE_DONE and resets it; 0 or -1. */
 int mstore_step_done(struct mstore *store, sqlite3_stmt *st, const char *what);
-/* Write transaction (BEGIN IMMEDIATE outermost, SAVEPOINT inside). */
+/* Write transaction (BEGIN IMMEDIATE outermost, SAVEPOINT inside).
+ * Fails when the index file was replaced. */
 int mstore_txn_begin(struct mstore *store);
 /* ok false rolls back this level. Returns -1 when commit failed. */
 int mstore_txn_end(struct mstore *store, bool ok);
@@ -158,6 +189,12 @@ int mstore_rename_noreplace(const char *src, const char *dst);
  * out then an empty string so no truncated path is ever used. */
 int mstore_path(char *out, size_t size, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* Writes the pending cache rows (in the current write transaction when
+ * one is open, else in one of its own) and forgets them. Failures are
+ * logged and ignored: it is a cache. */
+void mstore_pending_flush(struct mstore *store);
+void mstore_pending_free(struct mstore *store);
 
 /* ---- mstore-index.c ---- */
 const char *mstore_stmt_sql(enum mstore_stmt id);
@@ -207,7 +244,8 @@ int mstore_folder_sync(struct mstore *store, struct mstore_frow *row, bool force
 /* Cheap check outside a transaction: does the folder need a sync (files
  * in new/, cur/ mtime changed)? 1 yes, 0 no, -1 error. */
 int mstore_folder_sync_needed(struct mstore *store, const struct mstore_frow *row);
-/* Writes <dir>/postern-uidvalidity. 0 or -1 (logged). */
+/* Writes <dir>/postern-uidvalidity. 0 or -1 (logged). The first write
+ * (new file) is fsync()ed, file and directory. */
 int mstore_uidv_write(const char *dir, uint32_t uidvalidity, uint32_t uidnext);
 int mstore_uidv_read(const char *dir, uint32_t *uidvalidity_r, uint32_t *uidnext_r);
 

@@ -125,14 +125,20 @@ int mstore_uidv_write(const char *dir, uint32_t uidvalidity, uint32_t uidnext)
 	snprintf(path, sizeof(path), "%s/%s", dir, MSTORE_UIDV_FILE);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	int len = snprintf(line, sizeof(line), "%u %u\n", uidvalidity, uidnext);
+	/* The first write (a new folder) is made durable: a crash must not
+	 * lose the UIDVALIDITY the index and clients already use. Later
+	 * refreshes of UIDNEXT are not fsync()ed (one per APPEND). */
+	bool first = access(path, F_OK) < 0;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 || write_full(fd, line, (size_t)len) < 0 || close(fd) < 0 ||
-	    rename(tmp, path) < 0) {
+	if (fd < 0 || write_full(fd, line, (size_t)len) < 0 || (first && fdatasync(fd) < 0) ||
+	    close(fd) < 0 || rename(tmp, path) < 0) {
 		log_error("mstore: write %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			unlink(tmp);
 		return -1;
 	}
+	if (first && fsync_dir(dir) < 0)
+		log_warn("mstore: fsync %s: %s", dir, strerror(errno));
 	return 0;
 }
 

@@ -101,6 +101,16 @@ void mstore_read_end(struct mstore *store)
 	(void)run_stmt(store, ST_COMMIT);
 }
 
+/* Is the file at root/postern-index.db not the one we have open (set
+ * aside and rebuilt by another process, or removed)? */
+static bool db_replaced(const struct mstore *store)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/%s", store->root, MSTORE_INDEX_FILE);
+	return stat(path, &st) < 0 || st.st_dev != store->db_dev || st.st_ino != store->db_ino;
+}
+
 int mstore_txn_begin(struct mstore *store)
 {
 	store->fcache_valid = false;
@@ -108,9 +118,22 @@ int mstore_txn_begin(struct mstore *store)
 		mstore_read_end(store);
 	if (run_stmt(store, store->txn_depth == 0 ? ST_BEGIN : ST_SAVEPOINT) < 0)
 		return -1;
+	/* Under the write lock: a process setting the index aside holds it
+	 * (db_rebuild), so a transaction either ended before or sees the new
+	 * file here, and never gives out UIDs from the old index that the
+	 * new one gives out too. The next entry point opens the new one. */
+	if (store->txn_depth == 0 && db_replaced(store)) {
+		(void)run_stmt(store, ST_ROLLBACK);
+		log_info("mstore: %s: index replaced during a command", store->root);
+		mstore_set_error(store, MSTORE_ERR_INTERNAL, "Mailbox index was rebuilt, try again");
+		return -1;
+	}
 	if (store->txn_depth == 0)
 		store->touched_count = 0;
 	store->txn_depth++;
+	/* cache rows waiting to be written ride on this transaction */
+	if (store->txn_depth == 1 && store->npending > 0 && !store->flushing)
+		mstore_pending_flush(store);
 	return 0;
 }
 
@@ -348,6 +371,9 @@ static void db_close(struct mstore *store)
 	store->db = NULL;
 	store->txn_depth = 0;
 	store->touched_count = 0;
+	/* pending cache rows name folder ids of this index: a rebuilt or
+	 * replaced one may number them differently */
+	mstore_pending_free(store);
 }
 
 static int db_exec(struct mstore *store, const char *sql)
@@ -385,11 +411,22 @@ static int db_open(struct mstore *store)
 	 * the message files themselves are fsync()ed. */
 	if (db_exec(store, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;") < 0)
 		return -1;
+	/* Memory per selected connection: every session has its own
+	 * connection and page cache, and a SELECT of a large folder reads the
+	 * whole msg table once. Reads go through a shared mapping of the file
+	 * instead (the kernel's page cache, shared by every session and
+	 * process), and the private cache stays small (it mostly holds pages
+	 * being written; WAL changes by other sessions invalidate it anyway). */
+	if (db_exec(store, "PRAGMA mmap_size=" MSTORE_MMAP_SIZE "; PRAGMA cache_size=-"
+		    MSTORE_CACHE_KIB ";") < 0)
+		return -1;
 	return mstore_index_build(store);
 }
 
 /* Keeps a broken index as postern-index.db.corrupt-<time> (and drops its
- * -wal/-shm) so the next open starts afresh. */
+ * -wal/-shm, which a new index must not replay) so the next open starts
+ * afresh. Processes that still have it open notice at their next write
+ * transaction (mstore_txn_begin) or entry point (db_check_replaced). */
 static void db_set_aside(struct mstore *store)
 {
 	char path[PATH_MAX], dest[PATH_MAX + 32];
@@ -407,8 +444,19 @@ static void db_set_aside(struct mstore *store)
 
 static int db_rebuild(struct mstore *store)
 {
-	db_close(store);
+	/* Set aside under the old index's write lock (best effort: it is
+	 * broken), so that other processes' write transactions end first or
+	 * see the new file once they get the lock. PERSIST_WAL: our close
+	 * must not delete "-wal" by name, which may be the new index's. */
+	if (store->db != NULL && store->txn_depth == 0 && !store->read_txn) {
+		int one = 1;
+		(void)sqlite3_file_control(store->db, "main", SQLITE_FCNTL_PERSIST_WAL, &one);
+		if (sqlite3_exec(store->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+			log_warn("mstore: %s: no lock on the old index: %s", store->root,
+				 sqlite3_errmsg(store->db));
+	}
 	db_set_aside(store);
+	db_close(store);
 	store->corrupt = false;
 	store->generation++;
 	if (db_open(store) < 0) {
@@ -509,6 +557,8 @@ void mstore_close(struct mstore **storep)
 		store->txn_depth = 1;
 		(void)mstore_txn_end(store, true);
 	}
+	if (store->db != NULL && !store->corrupt)
+		mstore_pending_flush(store);
 	db_close(store);
 	free(store->root);
 	free(store->hostname);

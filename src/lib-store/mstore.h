@@ -215,13 +215,52 @@ int mbox_msg_open(struct mbox *mbox, uint32_t seq, int *fd_r);
 /* RFC822.SIZE: from the view, or computed from the file and cached. */
 int mbox_msg_vsize(struct mbox *mbox, uint32_t seq, uint64_t *vsize_r);
 
+/* Records RFC822.SIZE when the caller learnt it another way (a parsed
+ * message: mime_size()); no-op when the view knows it already. Written
+ * with the deferred cache rows. */
+void mbox_msg_set_vsize(struct mbox *mbox, uint32_t seq, uint64_t vsize);
+
+/* A read snapshot for a run of lookups (a FETCH or SEARCH chunk): one
+ * SQLite read transaction instead of one per statement. A write
+ * (mbox_begin, a cache flush) ends it. 0 or -1. */
+int mbox_read_begin(struct mbox *mbox);
+void mbox_read_end(struct mbox *mbox);
+
 enum mstore_cache_field { MSTORE_CACHE_ENVELOPE, MSTORE_CACHE_BODYSTRUCTURE,
 			  MSTORE_CACHE_BODY };
 /* 1 and *value_r (malloc'ed), 0 when not cached, -1 error. */
 int mbox_cache_get(struct mbox *mbox, uint32_t seq, enum mstore_cache_field field,
 		   char **value_r);
+/* Caches value (copied). The write is deferred: it waits in memory (where
+ * mbox_cache_get finds it) until the store's next write transaction,
+ * mbox_cache_flush(), or a few hundred writes, so a FETCH that fills the
+ * cache for many messages writes them in one transaction. 0 or -1. */
 int mbox_cache_set(struct mbox *mbox, uint32_t seq, enum mstore_cache_field field,
 		   const char *value);
+/* Writes the deferred cache rows now (call at the end of a command chunk).
+ * Failures are logged only: it is a cache. */
+void mbox_cache_flush(struct mbox *mbox);
+
+/*
+ * SEARCH data: the decoded, case-folded values of the header fields that
+ * SEARCH asks for most (mime_search_fields(): From, To, Cc, Bcc, Subject)
+ * and the Date: as a day (mime_sent_date(day_only), -1 when none), cached
+ * per message like ENVELOPE. hdrs == NULL: not cached (read the file).
+ */
+struct mbox_search_data {
+	const void *hdrs;
+	size_t hdrs_len;
+	int64_t sentday;
+};
+/* Fills rows_r[0 .. last-first] for messages first..last (sequence
+ * numbers, first <= last <= mbox_count()) with one index query. The
+ * pointers point into *arena_r (malloc'ed, the caller frees it; NULL when
+ * nothing was cached). 0 or -1. */
+int mbox_search_data_load(struct mbox *mbox, uint32_t first, uint32_t last,
+			  struct mbox_search_data *rows_r, void **arena_r);
+/* Caches message seq's SEARCH data (deferred like mbox_cache_set). */
+int mbox_search_data_set(struct mbox *mbox, uint32_t seq, const void *hdrs, size_t len,
+			 int64_t sentday);
 
 /* Batches many changes (STORE on a range, COPY) into one index
  * transaction; calls may nest (only the outermost commits). */
@@ -260,7 +299,10 @@ int mbox_copy(struct mbox *mbox, const uint32_t *seqs, unsigned n, const char *d
 	      bool move, uint32_t *uids_r, uint32_t *uidvalidity_r);
 
 /* QRESYNC (RFC 7162): UIDs expunged with a modseq above since, in the
- * given UID set (NULL: all), added to out_r (an initialised empty set). */
+ * given UID set (NULL: all), added to out_r (an initialised empty set);
+ * when the history before `since` is incomplete (index rebuilt, folder
+ * adopted from disk), every UID in `uids` (NULL: 1..UIDNEXT-1) that is not
+ * in the view; `uids` must be resolved (imap_seqset_resolve()). */
 int mbox_vanished_since(struct mbox *mbox, uint64_t since, const struct imap_seqset *uids,
 			struct imap_seqset *out_r);
 

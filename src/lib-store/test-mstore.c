@@ -21,6 +21,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +33,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 
@@ -604,7 +606,13 @@ static const struct append_case append_cases[] = {
 	{ "lone cr kept", { "a\rb\r\n" }, "a\rb\n" },
 	{ "lone cr at chunk end", { "a\r", "b" }, "a\rb" },
 	{ "cr at the very end", { "a\r" }, "a\r" },
-	{ "double cr", { "a\r\r\n" }, "a\r\n" },
+	/* a CR before a CRLF stays, and so does that CRLF: read back (LF
+	 * after CR is sent as is) it is the same message */
+	{ "double cr", { "a\r\r\n" }, "a\r\r\n" },
+	{ "double cr at chunk end", { "a\r", "\r\nb" }, "a\r\r\nb" },
+	{ "double cr split", { "a\r\r", "\nb\r\n" }, "a\r\r\nb\n" },
+	{ "triple cr", { "a\r\r\r\nb" }, "a\r\r\r\nb" },
+	{ "crlf after cr line", { "a\r\r\n\r\nb" }, "a\r\r\n\nb" },
 	{ "empty chunks", { "", "x\r\n", "" }, "x\n" },
 };
 
@@ -646,13 +654,35 @@ static void check_append_case(struct mstore *store, const struct append_case *c,
 	buf[n] = '\0';
 	if (strcmp(buf, c->want) != 0)
 		fail_msg("%s%s: stored \"%s\"", c->label, bytewise ? " (bytewise)" : "", buf);
-	/* RFC822.SIZE: every LF as CRLF */
-	size_t lfs = 0;
-	for (const char *p = c->want; *p != '\0'; p++)
-		lfs += *p == '\n';
+	/* RFC822.SIZE: what FETCH sends, the file with each LF not after a
+	 * CR as CRLF; with only CRLF line ends in the input, that is the
+	 * input itself */
+	char conv[64], in[64];
+	size_t o = 0;
+	for (const char *p = c->want; *p != '\0' && o + 2 < sizeof(conv); p++) {
+		if (*p == '\n' && (p == c->want || p[-1] != '\r'))
+			conv[o++] = '\r';
+		conv[o++] = *p;
+	}
+	conv[o] = '\0';
+	size_t inlen = 0;
+	for (int i = 0; i < 4 && c->chunks[i] != NULL; i++) {
+		size_t clen = strlen(c->chunks[i]);
+		assert_true(inlen + clen < sizeof(in));
+		memcpy(in + inlen, c->chunks[i], clen);
+		inlen += clen;
+	}
+	in[inlen] = '\0';
+	bool bare_lf = false;
+	for (size_t i = 0; in[i] != '\0'; i++)
+		bare_lf |= in[i] == '\n' && (i == 0 || in[i - 1] != '\r');
+	if (!bare_lf && strcmp(conv, in) != 0)
+		fail_msg("%s: read back as \"%s\"", c->label, conv);
 	uint64_t vsize;
 	assert_int_equal(mbox_msg_vsize(box, seq, &vsize), 0);
-	assert_int_equal(vsize, strlen(c->want) + lfs);
+	if (vsize != strlen(conv))
+		fail_msg("%s%s: vsize %llu, FETCH sends %zu", c->label, bytewise ? " (bytewise)" : "",
+			 (unsigned long long)vsize, strlen(conv));
 	mbox_close(&box);
 }
 
@@ -730,6 +760,166 @@ static void test_multiappend(void **state)
 	assert_int_equal(bytes, 12);
 	assert_int_equal(msgs, 3);
 	mstore_close(&store);
+}
+
+/* Rows of the cache table with id (folder * 2^32 + uid) and a non-NULL
+ * column col, straight from the file (what another process would see). */
+static int cache_rows(const char *col)
+{
+	char path[PATH_MAX], sql[128];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	pathf(path, sizeof(path), "%s/postern-index.db", root);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM cache WHERE %s IS NOT NULL", col);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	int n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+/* Cache writes wait in memory, are seen by the same store at once and by
+ * others after the flush; SEARCH data round-trips with its NULs; a row for
+ * a message expunged before the flush is not written. */
+static void test_cache_deferred(void **state)
+{
+	(void)state;
+	struct mstore *store = open_store(NULL), *other = open_store(NULL);
+	struct mbox *box = NULL, *obox = NULL, *arch = NULL;
+	char *v = NULL;
+	bool changed, conflict;
+
+	for (int i = 0; i < 5; i++) {
+		char name[32], body[64];
+		snprintf(name, sizeof(name), "600%d.A.host", i);
+		snprintf(body, sizeof(body), "Subject: %d\n\nx\n", i);
+		deliver(root, name, body);
+	}
+	assert_int_equal(mbox_open(store, "INBOX", false, &box), 0);
+	assert_int_equal(mbox_open(other, "INBOX", false, &obox), 0);
+	assert_int_equal(mbox_count(box), 5);
+
+	assert_int_equal(mbox_cache_set(box, 1, MSTORE_CACHE_ENVELOPE, "(env 1)"), 0);
+	assert_int_equal(mbox_cache_set(box, 1, MSTORE_CACHE_BODYSTRUCTURE, "(bs 1)"), 0);
+	static const char hdrs1[] = "\001alice\000\005hello world";
+	static const char hdrs3[] = "\002bob\000";
+	assert_int_equal(mbox_search_data_set(box, 1, hdrs1, sizeof(hdrs1), 7 * 86400), 0);
+	assert_int_equal(mbox_search_data_set(box, 3, hdrs3, sizeof(hdrs3), -1), 0);
+	/* seen by the same store before the flush, not yet written */
+	assert_int_equal(mbox_cache_get(box, 1, MSTORE_CACHE_ENVELOPE, &v), 1);
+	assert_string_equal(v, "(env 1)");
+	free(v);
+	assert_int_equal(cache_rows("envelope"), 0);
+	assert_int_equal(mbox_cache_get(obox, 1, MSTORE_CACHE_ENVELOPE, &v), 0);
+
+	/* message 2: cached here, expunged by the other store before the flush */
+	assert_int_equal(mbox_cache_set(box, 2, MSTORE_CACHE_ENVELOPE, "(env 2)"), 0);
+	assert_int_equal(mbox_store(obox, 2, MBOX_STORE_ADD, IMAP_FLAG_DELETED, NULL, 0,
+				    &changed, &conflict), 0);
+	assert_int_equal(mbox_expunge(obox, NULL, NULL, NULL), 0);
+
+	mbox_cache_flush(box);
+	assert_int_equal(cache_rows("envelope"), 1);
+	assert_int_equal(cache_rows("bodystructure"), 1);
+	assert_int_equal(cache_rows("hdrs"), 2);
+	assert_int_equal(mbox_cache_get(obox, 1, MSTORE_CACHE_BODYSTRUCTURE, &v), 1);
+	assert_string_equal(v, "(bs 1)");
+	free(v);
+
+	/* a window over all 5 (message 2 is still in this view, expunged) */
+	struct mbox_search_data rows[5];
+	void *arena = NULL;
+	assert_int_equal(mbox_search_data_load(box, 1, 5, rows, &arena), 0);
+	assert_non_null(rows[0].hdrs);
+	assert_int_equal(rows[0].hdrs_len, sizeof(hdrs1));
+	assert_memory_equal(rows[0].hdrs, hdrs1, sizeof(hdrs1));
+	assert_int_equal(rows[0].sentday, 7 * 86400);
+	assert_null(rows[1].hdrs);
+	assert_non_null(rows[2].hdrs);
+	assert_memory_equal(rows[2].hdrs, hdrs3, sizeof(hdrs3));
+	assert_int_equal(rows[2].sentday, -1);
+	assert_null(rows[3].hdrs);
+	assert_null(rows[4].hdrs);
+	free(arena);
+	/* a window that starts in the middle */
+	assert_int_equal(mbox_search_data_load(box, 3, 4, rows, &arena), 0);
+	assert_non_null(rows[0].hdrs);
+	assert_null(rows[1].hdrs);
+	free(arena);
+	assert_int_equal(mbox_search_data_load(box, 4, 3, rows, &arena), -1);
+
+	/* COPY takes the SEARCH data along */
+	struct rec r;
+	sync_rec(box, true, &r);
+	assert_int_equal(mbox_count(box), 4);
+	uint32_t seqs[1] = { 2 }, uids[1], uidv;  /* old message 3 */
+	assert_int_equal(mbox_copy(box, seqs, 1, "Archive", false, uids, &uidv), 0);
+	assert_int_equal(mbox_open(store, "Archive", false, &arch), 0);
+	assert_int_equal(mbox_search_data_load(arch, 1, 1, rows, &arena), 0);
+	assert_non_null(rows[0].hdrs);
+	assert_memory_equal(rows[0].hdrs, hdrs3, sizeof(hdrs3));
+	free(arena);
+
+	/* many writes: flushed on the way, nothing lost */
+	for (int i = 0; i < 1200; i++)
+		assert_int_equal(mbox_cache_set(box, 1 + (uint32_t)(i % 4), MSTORE_CACHE_BODY,
+						"(body)"), 0);
+	/* closing the store writes what is left */
+	mbox_close(&arch);
+	mbox_close(&box);
+	mstore_close(&store);
+	assert_int_equal(cache_rows("body"), 4);
+	mbox_close(&obox);
+	mstore_close(&other);
+}
+
+/* A version 1 index (no SEARCH columns) is upgraded in place. */
+static void test_cache_upgrade(void **state)
+{
+	(void)state;
+	struct mstore *store = open_store(NULL);
+	deliver(root, "7000.A.host", "Subject: a\n\nx\n");
+	struct mbox *box = NULL;
+	assert_int_equal(mbox_open(store, "INBOX", false, &box), 0);
+	assert_int_equal(mbox_cache_set(box, 1, MSTORE_CACHE_ENVELOPE, "(env)"), 0);
+	mbox_close(&box);
+	mstore_close(&store);
+
+	char path[PATH_MAX];
+	sqlite3 *db = NULL;
+	pathf(path, sizeof(path), "%s/postern-index.db", root);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "ALTER TABLE cache DROP COLUMN hdrs;"
+				      "ALTER TABLE cache DROP COLUMN sentday;"
+				      "PRAGMA user_version=1", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	store = open_store(NULL);
+	assert_int_equal(mbox_open(store, "INBOX", false, &box), 0);
+	char *v = NULL;
+	assert_int_equal(mbox_cache_get(box, 1, MSTORE_CACHE_ENVELOPE, &v), 1);
+	assert_string_equal(v, "(env)");   /* the cache survived */
+	free(v);
+	assert_int_equal(mbox_search_data_set(box, 1, "\001x", 3, 5), 0);
+	mbox_cache_flush(box);
+	struct mbox_search_data rows[1];
+	void *arena = NULL;
+	assert_int_equal(mbox_search_data_load(box, 1, 1, rows, &arena), 0);
+	assert_non_null(rows[0].hdrs);
+	assert_int_equal(rows[0].sentday, 5);
+	free(arena);
+	mbox_close(&box);
+	mstore_close(&store);
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_stmt *st = NULL;
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 2);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
 }
 
 static void test_copy_move(void **state)
@@ -1240,6 +1430,414 @@ static void test_quota_append(void **state)
 	mstore_close(&store);
 }
 
+/* ---- regressions (review r2) ---- */
+
+/* Renames the file of uid in dir/cur as another tool would: appends
+ * letter to its flags. */
+static void outside_flag(const char *dir, uint32_t uid, const char *letter)
+{
+	char prefix[32], name[256], from[PATH_MAX], to[PATH_MAX], cur[PATH_MAX];
+	pathf(cur, sizeof(cur), "%s/cur", dir);
+	snprintf(prefix, sizeof(prefix), ",U=%u:", uid);
+	name[0] = '\0';
+	DIR *d = opendir(cur);
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strstr(e->d_name, prefix) != NULL) {
+			snprintf(name, sizeof(name), "%s", e->d_name);
+			break;
+		}
+	}
+	closedir(d);
+	assert_true(name[0] != '\0');
+	pathf(from, sizeof(from), "%s/%s", cur, name);
+	pathf(to, sizeof(to), "%s/%s%s", cur, name, letter);
+	assert_int_equal(rename(from, to), 0);
+}
+
+/* COPY into the same folder while a source file was renamed by another
+ * tool: the rescan must not drop the UIDNEXT/MODSEQ the copy already
+ * took (UIDNEXT went backwards, later APPENDs failed on a UNIQUE
+ * constraint). */
+static void test_regress_copy_same_folder(void **state)
+{
+	struct mstore *store = open_store(NULL);
+	struct mbox *box = NULL;
+	uint32_t uids[3], uidv;
+	for (int i = 0; i < 3; i++)
+		append_msg(store, "INBOX", "Subject: x\r\n\r\nbody\r\n", 0);
+	assert_int_equal(mbox_open(store, "INBOX", false, &box), 0);
+	outside_flag(root, 3, "S");
+	uint32_t seqs[3] = { 1, 2, 3 };
+	assert_int_equal(mbox_copy(box, seqs, 3, "INBOX", false, uids, &uidv), 0);
+	assert_int_equal(uids[0], 4);
+	assert_int_equal(uids[2], 6);
+	struct mstore_status st;
+	assert_int_equal(mstore_folder_status(store, "INBOX", &st), 0);
+	assert_int_equal(st.messages, 6);
+	assert_int_equal(st.uidnext, 7);
+	assert_int_equal(append_msg(store, "INBOX", "Subject: y\r\n\r\nb\r\n", 0), 7);
+	deliver(root, "9000.N.host", "Subject: new\n\nhi\n");
+	assert_int_equal(mstore_folder_status(store, "INBOX", &st), 0);
+	assert_int_equal(st.messages, 8);
+	assert_int_equal(st.uidnext, 9);
+	struct rec r;
+	sync_rec(box, true, &r);
+	assert_int_equal(mbox_count(box), 8);
+	assert_int_equal(mbox_msg(box, 8)->uid, 8);
+	/* the MODSEQs of the copies are below the folder's */
+	for (uint32_t s = 1; s <= 8; s++)
+		assert_true(mbox_msg(box, s)->modseq <= mbox_highestmodseq(box));
+	mbox_close(&box);
+	mstore_close(&store);
+}
+
+/* EXPUNGE that meets a file renamed by another tool after it removed
+ * others: the rescan must keep the MODSEQs already given out. */
+static void test_regress_expunge_rescan(void **state)
+{
+	struct mstore *store = open_store(NULL);
+	struct mbox *box = NULL;
+	for (int i = 0; i < 3; i++)
+		append_msg(store, "INBOX", "Subject: x\r\n\r\nbody\r\n", IMAP_FLAG_DELETED);
+	assert_int_equal(mbox_open(store, "INBOX", false, &box), 0);
+	uint64_t before = mbox_highestmodseq(box);
+	outside_flag(root, 3, "F");
+	assert_int_equal(mbox_expunge(box, NULL, NULL, NULL), 0);
+	assert_int_equal(mbox_count(box), 0);
+	struct mstore_status st;
+	assert_int_equal(mstore_folder_status(store, "INBOX", &st), 0);
+	/* 3 expunges and the flag change: 4 MODSEQs above before */
+	assert_true(st.highestmodseq >= before + 4);
+	struct imap_seqset v = { 0 };
+	assert_int_equal(mbox_vanished_since(box, before, NULL, &v), 0);
+	assert_int_equal(v.count, 1);
+	assert_int_equal(v.ranges[0].lo, 1);
+	assert_int_equal(v.ranges[0].hi, 3);
+	imap_seqset_free(&v);
+	/* nothing expunged above the folder's HIGHESTMODSEQ */
+	assert_int_equal(mbox_vanished_since(box, st.highestmodseq, NULL, &v), 0);
+	assert_int_equal(v.count, 0);
+	imap_seqset_free(&v);
+	mbox_close(&box);
+	mstore_close(&store);
+}
+
+struct race_lookup {
+	struct mstore *store;
+	int ret;
+	enum mstore_err code;
+};
+
+static void *race_status_cb(void *arg)
+{
+	struct race_lookup *rl = arg;
+	struct mstore_status st;
+	rl->ret = mstore_folder_status(rl->store, "A", &st);
+	mstore_error(rl->store, &rl->code);
+	return NULL;
+}
+
+/* A lookup of "A" racing another process's RENAME A B (between its
+ * rename(2) and its COMMIT) must not delete the rows that are B's once
+ * that commits: B keeps its UIDs and keywords under the same
+ * UIDVALIDITY. */
+static void test_regress_find_rename_race(void **state)
+{
+	struct mstore *p = open_store(NULL), *q = open_store(NULL);
+	struct mbox *box = NULL;
+	bool changed, conflict;
+	assert_int_equal(mstore_folder_create(p, "A", 0), 0);
+	for (int i = 0; i < 3; i++)
+		append_msg(p, "A", "Subject: x\r\n\r\nbody\r\n", 0);
+	assert_int_equal(mbox_open(p, "A", false, &box), 0);
+	assert_int_equal(mbox_store(box, 1, MBOX_STORE_ADD, 0, "$Important", 0, &changed,
+				    &conflict), 0);
+	uint32_t uidv = mbox_uidvalidity(box);
+	mbox_close(&box);
+	/* q knows A (its row is read without a transaction) */
+	struct mstore_status st;
+	assert_int_equal(mstore_folder_status(q, "A", &st), 0);
+
+	/* the other process: write lock, directory renamed, row not yet */
+	char path[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+	sqlite3 *db = NULL;
+	pathf(path, sizeof(path), "%s/postern-index.db", root);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE; UPDATE folder SET name='B' "
+				      "WHERE name='A'", NULL, NULL, NULL), SQLITE_OK);
+	pathf(from, sizeof(from), "%s/.A", root);
+	pathf(to, sizeof(to), "%s/.B", root);
+	assert_int_equal(rename(from, to), 0);
+	struct race_lookup rl = { .store = q };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, race_status_cb, &rl), 0);
+	usleep(300 * 1000);   /* q waits for the write lock by now */
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(rl.ret, -1);
+	assert_int_equal(rl.code, MSTORE_ERR_NONEXISTENT);
+
+	assert_int_equal(mbox_open(p, "B", false, &box), 0);
+	assert_int_equal(mbox_uidvalidity(box), uidv);
+	assert_int_equal(mbox_count(box), 3);
+	for (uint32_t s = 1; s <= 3; s++)
+		assert_int_equal(mbox_msg(box, s)->uid, s);
+	assert_non_null(mbox_msg(box, 1)->keywords);
+	assert_string_equal(mbox_msg(box, 1)->keywords, "$Important");
+	assert_int_equal(mbox_uidnext(box), 4);
+	mbox_close(&box);
+	mstore_close(&q);
+	mstore_close(&p);
+}
+
+/* A folder deleted and created again at once gets a new UIDVALIDITY,
+ * also when its old one was the highest (the row is gone by then). */
+static void test_regress_uidvalidity_reuse(void **state)
+{
+	struct mstore *store = open_store(NULL);
+	struct mstore_status s1, s2, s3;
+	assert_int_equal(mstore_folder_create(store, "X", 0), 0);
+	append_msg(store, "X", "Subject: old1\r\n\r\nold\r\n", 0);
+	append_msg(store, "X", "Subject: old2\r\n\r\nold\r\n", 0);
+	assert_int_equal(mstore_folder_status(store, "X", &s1), 0);
+	assert_int_equal(mstore_folder_delete(store, "X"), 0);
+	assert_int_equal(mstore_folder_create(store, "X", 0), 0);
+	assert_int_equal(append_msg(store, "X", "Subject: NEW\r\n\r\nnew\r\n", 0), 1);
+	assert_int_equal(mstore_folder_status(store, "X", &s2), 0);
+	assert_true(s2.uidvalidity > s1.uidvalidity);
+	/* and again, from another store of the account */
+	struct mstore *other = open_store(NULL);
+	assert_int_equal(mstore_folder_delete(other, "X"), 0);
+	assert_int_equal(mstore_folder_create(other, "X", 0), 0);
+	assert_int_equal(mstore_folder_status(store, "X", &s3), 0);
+	assert_true(s3.uidvalidity > s2.uidvalidity);
+	/* its postern-uidvalidity file says so too */
+	char path[PATH_MAX];
+	pathf(path, sizeof(path), "%s/.X/postern-uidvalidity", root);
+	char *data = read_all(path);
+	char want[32];
+	snprintf(want, sizeof(want), "%u 1\n", s3.uidvalidity);
+	assert_string_equal(data, want);
+	free(data);
+	mstore_close(&other);
+	mstore_close(&store);
+}
+
+/* MULTIAPPEND: each message fits the quota alone, all of them do not:
+ * the commit refuses them all (RFC 3502: all or none). */
+static void test_regress_multiappend_quota(void **state)
+{
+	struct mstore_settings set = settings;
+	set.quota_bytes = 100;
+	set.quota_messages = 10;
+	struct mstore *store = open_store(&set);
+	struct mstore_append *a[3] = { NULL };
+	uint32_t uids[3], uidv;
+	enum mstore_err code;
+	uint64_t bytes, msgs;
+	const char *body = "0123456789012345678901234567890123456789";   /* 40 */
+
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(mstore_append_begin(store, "INBOX", 40, &a[i]), 0);
+		assert_int_equal(mstore_append_write(a[i], body, 40), 0);
+	}
+	assert_int_equal(mstore_append_commit(a, 3, uids, &uidv), -1);
+	mstore_error(store, &code);
+	assert_int_equal(code, MSTORE_ERR_OVERQUOTA);
+	assert_int_equal(count_files(root, "cur"), 0);
+	assert_int_equal(count_files(root, "tmp"), 0);
+	assert_int_equal(mstore_quota(store, &bytes, &msgs), 0);
+	assert_int_equal(bytes, 0);
+	/* two fit; the message count limit counts the whole command too */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(mstore_append_begin(store, "INBOX", 40, &a[i]), 0);
+		assert_int_equal(mstore_append_write(a[i], body, 40), 0);
+	}
+	assert_int_equal(mstore_append_commit(a, 2, uids, &uidv), 0);
+	assert_int_equal(mstore_quota(store, &bytes, &msgs), 0);
+	assert_int_equal(bytes, 80);
+	assert_int_equal(msgs, 2);
+	mstore_close(&store);
+
+	set.quota_bytes = 0;
+	set.quota_messages = 3;
+	store = open_store(&set);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(mstore_append_begin(store, "INBOX", 1, &a[i]), 0);
+		assert_int_equal(mstore_append_write(a[i], "x", 1), 0);
+	}
+	assert_int_equal(mstore_append_commit(a, 2, uids, &uidv), -1);
+	mstore_error(store, &code);
+	assert_int_equal(code, MSTORE_ERR_OVERQUOTA);
+	assert_int_equal(count_files(root, "cur"), 2);
+	mstore_close(&store);
+}
+
+/* Writes set as text ("" when empty) for comparisons. */
+static void seqset_text(const struct imap_seqset *set, char *out, size_t size)
+{
+	size_t o = 0;
+	out[0] = '\0';
+	for (unsigned i = 0; i < set->count; i++) {
+		int n = set->ranges[i].lo == set->ranges[i].hi ?
+			snprintf(out + o, size - o, "%s%u", i > 0 ? "," : "", set->ranges[i].lo) :
+			snprintf(out + o, size - o, "%s%u:%u", i > 0 ? "," : "",
+				 set->ranges[i].lo, set->ranges[i].hi);
+		assert_true(n > 0 && (size_t)n < size - o);
+		o += (size_t)n;
+	}
+}
+
+static void check_vanished(struct mbox *box, uint64_t since, const char *known,
+			   const char *want)
+{
+	struct imap_seqset k = { 0 }, v = { 0 };
+	char got[128];
+	if (known != NULL) {
+		assert_int_equal(imap_seqset_parse(known, strlen(known), &k), 0);
+		imap_seqset_resolve(&k, mbox_uidnext(box) - 1);   /* as callers do */
+	}
+	assert_int_equal(mbox_vanished_since(box, since, known != NULL ? &k : NULL, &v), 0);
+	seqset_text(&v, got, sizeof(got));
+	if (strcmp(got, want) != 0)
+		fail_msg("vanished since %llu known %s: \"%s\", want \"%s\"",
+			 (unsigned long long)since, known != NULL ? known : "-", got, want);
+	imap_seqset_free(&k);
+	imap_seqset_free(&v);
+}
+
+/* QRESYNC across an index rebuild (RFC 7162 3.2.5.1): the expunge history
+ * is gone, so a client whose MODSEQ is from before the rebuild gets every
+ * UID it may know that is not there any more. */
+static void test_regress_vanished_after_rebuild(void **state)
+{
+	struct mstore *store = open_store(NULL);
+	struct mbox *box = NULL;
+	bool changed, conflict;
+	for (int i = 0; i < 6; i++)
+		append_msg(store, "INBOX", "Subject: v\r\n\r\nx\r\n", 0);
+	assert_int_equal(mbox_open(store, "INBOX", false, &box), 0);
+	/* what a client saw: UIDs 1..6 at this MODSEQ */
+	uint64_t client = mbox_highestmodseq(box);
+	uint32_t uidv = mbox_uidvalidity(box);
+	assert_int_equal(mbox_store(box, 2, MBOX_STORE_ADD, IMAP_FLAG_DELETED, NULL, 0,
+				    &changed, &conflict), 0);
+	assert_int_equal(mbox_expunge(box, NULL, NULL, NULL), 0);
+	check_vanished(box, client, NULL, "2");
+	mbox_close(&box);
+	mstore_close(&store);
+
+	/* index lost; meanwhile another tool removed UID 4 */
+	char path[PATH_MAX];
+	static const char *const files[] = { "", "-wal", "-shm" };
+	for (int i = 0; i < 3; i++) {
+		pathf(path, sizeof(path), "%s/postern-index.db%s", root, files[i]);
+		unlink(path);
+	}
+	pathf(path, sizeof(path), "%s/cur", root);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strstr(e->d_name, ",U=4:") != NULL) {
+			char f[PATH_MAX];
+			pathf(f, sizeof(f), "%s/%s", path, e->d_name);
+			assert_int_equal(unlink(f), 0);
+		}
+	}
+	closedir(d);
+
+	store = open_store(NULL);
+	assert_int_equal(mbox_open(store, "INBOX", false, &box), 0);
+	assert_int_equal(mbox_uidvalidity(box), uidv);
+	assert_int_equal(mbox_count(box), 4);   /* 1 3 5 6 */
+	assert_true(mbox_highestmodseq(box) > client);
+	/* from before the rebuild: everything not there */
+	check_vanished(box, client, NULL, "2,4");
+	check_vanished(box, client, "1:3", "2");
+	check_vanished(box, client, "2:*", "2,4");
+	check_vanished(box, client, "5,6,9", "");
+	check_vanished(box, 0, NULL, "2,4");
+	/* from after it: the history is complete again */
+	uint64_t after = mbox_highestmodseq(box);
+	check_vanished(box, after, NULL, "");
+	assert_int_equal(mbox_store(box, 3, MBOX_STORE_ADD, IMAP_FLAG_DELETED, NULL, 0,
+				    &changed, &conflict), 0);
+	assert_int_equal(mbox_expunge(box, NULL, NULL, NULL), 0);
+	check_vanished(box, after, NULL, "5");
+	check_vanished(box, client, NULL, "2,4:5");
+	/* a new folder has its whole history */
+	struct mbox *nb = NULL;
+	assert_int_equal(mstore_folder_create(store, "Fresh", 0), 0);
+	append_msg(store, "Fresh", "Subject: v\r\n\r\nx\r\n", 0);
+	assert_int_equal(mbox_open(store, "Fresh", false, &nb), 0);
+	check_vanished(nb, 0, NULL, "");
+	mbox_close(&nb);
+	mbox_close(&box);
+	mstore_close(&store);
+}
+
+/* Counts files in dir/cur whose name has ",U=<uid>:". */
+static unsigned files_with_uid(const char *dir, uint32_t uid)
+{
+	char path[PATH_MAX], pat[32];
+	unsigned n = 0;
+	pathf(path, sizeof(path), "%s/cur", dir);
+	snprintf(pat, sizeof(pat), ",U=%u:", uid);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		n += strstr(e->d_name, pat) != NULL;
+	closedir(d);
+	return n;
+}
+
+/* Another process sets the index aside and rebuilds it while this one is
+ * inside an entry point (an APPEND between begin and commit): the commit
+ * must not give out a UID from the old index, which the new one gives out
+ * too. */
+static void test_regress_index_replaced_mid_append(void **state)
+{
+	struct mstore *store = open_store(NULL);
+	append_msg(store, "INBOX", "Subject: 1\r\n\r\nx\r\n", 0);
+	append_msg(store, "INBOX", "Subject: 2\r\n\r\nx\r\n", 0);
+	struct mstore_append *a = NULL;
+	uint32_t uid = 0, uidv;
+	assert_int_equal(mstore_append_begin(store, "INBOX", 15, &a), 0);
+	assert_int_equal(mstore_append_write(a, "Subject: q\r\n\r\n", 14), 0);
+
+	/* the other process: what db_set_aside() and the rebuild do */
+	char path[PATH_MAX], dest[PATH_MAX];
+	pathf(path, sizeof(path), "%s/postern-index.db", root);
+	pathf(dest, sizeof(dest), "%s/postern-index.db.corrupt-1", root);
+	assert_int_equal(rename(path, dest), 0);
+	pathf(dest, sizeof(dest), "%s/postern-index.db-wal", root);
+	unlink(dest);
+	pathf(dest, sizeof(dest), "%s/postern-index.db-shm", root);
+	unlink(dest);
+	struct mstore *other = open_store(NULL);
+	assert_int_equal(append_msg(other, "INBOX", "Subject: p\r\n\r\nx\r\n", 0), 3);
+
+	/* refused, not UID 3 again */
+	assert_int_equal(mstore_append_commit(&a, 1, &uid, &uidv), -1);
+	assert_int_equal(files_with_uid(root, 3), 1);
+	assert_int_equal(count_files(root, "tmp"), 0);
+	/* the next entry point uses the new index */
+	assert_int_equal(append_msg(store, "INBOX", "Subject: q\r\n\r\nx\r\n", 0), 4);
+	struct mstore_status st;
+	assert_int_equal(mstore_folder_status(other, "INBOX", &st), 0);
+	assert_int_equal(st.messages, 4);
+	assert_int_equal(st.uidnext, 5);
+	for (uint32_t u = 1; u <= 4; u++)
+		assert_int_equal(files_with_uid(root, u), 1);
+	mstore_close(&other);
+	mstore_close(&store);
+}
+
 /* ---- timing (printed, not asserted) ---- */
 
 static double now_ms(void)
@@ -1349,6 +1947,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rebuild_while_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quota_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quota_append, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_deferred, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_upgrade, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_regress_copy_same_folder, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_regress_expunge_rescan, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_regress_find_rename_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_regress_uidvalidity_reuse, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_regress_multiappend_quota, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_regress_vanished_after_rebuild, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_regress_index_replaced_mid_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timing, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,10 +6,14 @@
  *
  * Signals: SIGTERM/SIGINT stop gracefully (smtpd workers first, so open
  * transactions can finish, then the queue, deliverer and directory);
- * SIGHUP re-reads the configuration and replaces the smtpd workers: the old
- * ones stop accepting and finish their sessions, new ones start with the new
- * configuration and certificates. A configuration with errors is reported
- * and the running one stays.
+ * SIGHUP (or `postern reload`, which finds the master through
+ * DATA/run/master.pid) re-reads the configuration and the certificates and
+ * replaces the front-end workers: the old ones stop accepting and finish
+ * their sessions (nothing established is dropped), new ones start with the
+ * new configuration and TLS set. A configuration with errors, or a
+ * certificate that does not load, is reported (log and audit log) and the
+ * running one stays. Certificates close to expiry are warned about at load
+ * and once a day.
  */
 #include "master/master.h"
 
@@ -23,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -35,6 +40,8 @@
 #include "deliver/deliver.h"
 #include "directory/directory.h"
 #include "imapd/imapd.h"
+#include "lib/audit.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib-tls/tls.h"
@@ -82,9 +89,14 @@ static struct {
 	int stop_stage;
 	struct event *stop_timer;
 	struct event *sigs[4];
+	struct event *expiry_timer;     /* daily certificate expiry check */
 	pid_t master_pid;
-	SSL_CTX *tls_ctx;          /* loaded here, shared by the smtpd workers */
+	bool pid_file_written;
+	struct tls_set *tls;       /* loaded here, shared by the front-end workers */
 } M;
+
+#define MASTER_PID_FILE "run/master.pid"
+#define MASTER_EXPIRY_CHECK_SECS (24 * 3600)
 
 /* Frees the master's events and loop: at exit, and in a freshly forked
  * child, which builds its own loop (libevent allows one signal base). */
@@ -104,6 +116,9 @@ static void master_free_events(void)
 	if (M.stop_timer != NULL)
 		event_free(M.stop_timer);
 	M.stop_timer = NULL;
+	if (M.expiry_timer != NULL)
+		event_free(M.expiry_timer);
+	M.expiry_timer = NULL;
 	if (M.base != NULL)
 		event_base_free(M.base);
 	M.base = NULL;
@@ -263,10 +278,8 @@ static void master_child_run(enum child_role role)
 			M.listeners[nmine++] = M.listeners[i];
 	}
 	M.nlisteners = nmine;
-	if (!role_is_frontend(role)) {
-		SSL_CTX_free(M.tls_ctx);
-		M.tls_ctx = NULL;
-	}
+	if (!role_is_frontend(role))
+		tls_set_free(&M.tls);
 	master_drop_privileges();
 	/* Children do not outlive the master (it alone restarts and reaps
 	 * them); set after the privilege drop, which clears it. */
@@ -285,7 +298,7 @@ static void master_child_run(enum child_role role)
 		status = deliver_main(M.cfg);
 		break;
 	case ROLE_SMTPD:
-		status = smtpd_main(M.cfg, M.tls_ctx, M.listeners, M.nlisteners);
+		status = smtpd_main(M.cfg, M.tls, M.listeners, M.nlisteners);
 		break;
 	case ROLE_IMAPD: {
 		struct imapd_listener l[LISTENER_COUNT * 4];
@@ -293,13 +306,13 @@ static void master_child_run(enum child_role role)
 			l[i].fd = M.listeners[i].fd;
 			l[i].kind = M.listeners[i].kind;
 		}
-		status = imapd_main(M.cfg, M.tls_ctx, l, M.nlisteners);
+		status = imapd_main(M.cfg, M.tls, l, M.nlisteners);
 		break;
 	}
 	}
 	for (unsigned i = 0; i < M.nlisteners; i++)
 		close(M.listeners[i].fd);
-	SSL_CTX_free(M.tls_ctx);
+	tls_set_free(&M.tls);
 	config_free(&M.cfg);
 	exit(status);
 }
@@ -455,6 +468,65 @@ static void master_stop_cb(evutil_socket_t sig, short what, void *arg)
 	master_stop_step();
 }
 
+/* Builds the TLS set from M.cfg. At start a failure is fatal; on reload it
+ * is logged and audited, and the running set stays. */
+static void master_load_tls(bool at_start)
+{
+	const char *error;
+	struct tls_set *set = tls_set_new(M.cfg, &error);
+	if (set == NULL) {
+		if (at_start)
+			fatal("TLS: %s", error);
+		log_error("reload: certificate: %s; keeping the old certificates", error);
+		audit_event("certificate_reload", "result", "fail", "error", error, NULL);
+		return;
+	}
+	tls_set_free(&M.tls);
+	M.tls = set;
+	time_t now = time(NULL);
+	tls_set_log(M.tls, now);
+	tls_set_check_expiry(M.tls, now);
+	if (!at_start) {
+		struct buf subjects;
+		buf_init(&subjects, 16384);
+		tls_set_subjects(M.tls, &subjects);
+		log_info("reload: certificates loaded: %s",
+			 subjects.data != NULL ? subjects.data : "");
+		audit_event("certificate_reload", "result", "ok", "subject",
+			    subjects.data != NULL ? subjects.data : "", NULL);
+		buf_free(&subjects);
+	}
+}
+
+static void master_expiry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (M.tls != NULL)
+		tls_set_check_expiry(M.tls, time(NULL));
+}
+
+/* DATA/run/master.pid for `postern reload`; removed at exit. Written after
+ * the children are forked (they never remove it). */
+static void master_write_pid_file(void)
+{
+	char text[32];
+	int len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+	int fd = open(MASTER_PID_FILE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int ok = fd >= 0 && write_full(fd, text, (size_t)len) == 0;
+	if (fd >= 0 && close(fd) < 0)
+		ok = 0;
+	if (!ok || rename(MASTER_PID_FILE ".tmp", MASTER_PID_FILE) < 0) {
+		log_warn("cannot write %s/%s: %s; `postern reload` will not find the daemon",
+			 M.cfg->data_dir, MASTER_PID_FILE, strerror(errno));
+		if (fd >= 0)
+			unlink(MASTER_PID_FILE ".tmp");
+		return;
+	}
+	M.pid_file_written = true;
+}
+
 static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct config *cfg;
@@ -466,6 +538,7 @@ static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	if (config_load(M.cfg->path, &cfg, &errors) < 0) {
 		log_error("reload: the configuration has errors; keeping the running one");
+		audit_event("config_reload", "result", "fail", "file", M.cfg->path, NULL);
 		for (char *line = errors, *nl; *line != '\0'; line = nl + 1) {
 			nl = strchr(line, '\n');
 			if (nl == NULL)
@@ -485,15 +558,9 @@ static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	config_free(&M.cfg);
 	M.cfg = cfg;
-	const char *error;
-	SSL_CTX *ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &error);
-	if (ctx == NULL) {
-		log_error("reload: certificate: %s; keeping the old one", error);
-	} else {
-		SSL_CTX_free(M.tls_ctx);
-		M.tls_ctx = ctx;
-		log_info("reload: certificate loaded from %s", cfg->tls_cert);
-	}
+	audit_init(cfg->audit_log);
+	audit_event("config_reload", "result", "ok", "file", cfg->path, NULL);
+	master_load_tls(false);
 	/* Old workers stop accepting and finish their sessions; new ones
 	 * start with the new configuration and certificate. */
 	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
@@ -542,21 +609,27 @@ int master_serve(struct config *cfg)
 		if (master_bind(addr, (enum listener_kind)k) > 0)
 			log_info("listening %s on %s", listener_kind_name((enum listener_kind)k),
 				 addr);
+		/* The config allows it on loopback addresses only; say it loudly. */
+		if (cfg->tls_listener[k].allow_plaintext_auth)
+			log_warn("listen.%s.allow_plaintext_auth = yes: passwords are accepted "
+				 "without TLS on %s (for loopback testing only)",
+				 listener_kind_name((enum listener_kind)k), addr);
 	}
 	if (M.nlisteners == 0)
 		fatal("no listener configured");
 
 	/* DESIGN.md: the master loads the TLS keys. A broken certificate is a
-	 * clear start-up error, and the workers share the loaded context. */
-	const char *error;
-	M.tls_ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &error);
-	if (M.tls_ctx == NULL)
-		fatal("TLS: %s", error);
+	 * clear start-up error, and the workers share the loaded contexts. */
+	audit_init(cfg->audit_log);
+	master_load_tls(true);
 
 	M.base = event_base_new();
 	if (M.base == NULL)
 		fatal("event_base_new failed");
 	M.stop_timer = evtimer_new(M.base, master_stop_timer_cb, NULL);
+	M.expiry_timer = event_new(M.base, -1, EV_PERSIST, master_expiry_cb, NULL);
+	struct timeval day = { MASTER_EXPIRY_CHECK_SECS, 0 };
+	event_add(M.expiry_timer, &day);
 	M.sigs[0] = evsignal_new(M.base, SIGCHLD, master_sigchld_cb, NULL);
 	M.sigs[1] = evsignal_new(M.base, SIGTERM, master_stop_cb, NULL);
 	M.sigs[2] = evsignal_new(M.base, SIGINT, master_stop_cb, NULL);
@@ -571,14 +644,17 @@ int master_serve(struct config *cfg)
 	master_spawn(master_child_new(ROLE_DELIVER));
 	unsigned n = master_start_workers(ROLE_SMTPD);
 	unsigned ni = master_start_workers(ROLE_IMAPD);
+	master_write_pid_file();
 	log_info("postern ready: %u smtpd workers, %u imapd workers", n, ni);
 
 	event_base_dispatch(M.base);
 
 	master_free_events();
+	if (M.pid_file_written)
+		unlink(MASTER_PID_FILE);
 	for (unsigned i = 0; i < M.nlisteners; i++)
 		close(M.listeners[i].fd);
-	SSL_CTX_free(M.tls_ctx);
+	tls_set_free(&M.tls);
 	config_free(&M.cfg);
 	log_info("stopped");
 	return 0;

@@ -44,6 +44,14 @@ static bool smtp_is_submission(const struct smtp_session *s)
 	return s->kind == LISTENER_SUBMISSION || s->kind == LISTENER_SUBMISSIONS;
 }
 
+/* AUTH is possible here now: over TLS, or in plaintext where the operator
+ * set listen.<listener>.allow_plaintext_auth (loopback testing only; the
+ * config refuses it on other addresses, and every such login is logged). */
+static bool smtp_auth_allowed(const struct smtp_session *s)
+{
+	return s->tls || s->server->cfg->tls_listener[s->kind].allow_plaintext_auth;
+}
+
 static bool smtp_in_txn(const struct smtp_session *s)
 {
 	return s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT ||
@@ -113,7 +121,7 @@ static void cmd_ehlo(struct smtp_session *s, const char *args, size_t len)
 		   cfg->hostname, (unsigned long long)cfg->max_message_size);
 	if (!s->tls && s->kind != LISTENER_SUBMISSIONS)
 		buf_append_str(&b, "\nSTARTTLS");
-	if (s->tls && smtp_is_submission(s) && s->auth_user == NULL)
+	if (smtp_auth_allowed(s) && smtp_is_submission(s) && s->auth_user == NULL)
 		buf_append_str(&b, "\nAUTH PLAIN LOGIN");
 	smtp_reply(s, 250, NULL, "%s", b.data);
 	buf_free(&b);
@@ -178,7 +186,7 @@ static void cmd_starttls(struct smtp_session *s, const char *args, size_t len)
 		smtp_reply(s, 501, "5.5.4", "Syntax: STARTTLS");
 		return;
 	}
-	if (s->server->tls_ctx == NULL) {
+	if (s->server->tls == NULL) {
 		smtp_reply(s, 454, "4.7.0", "TLS not available");
 		return;
 	}
@@ -221,6 +229,9 @@ static void smtp_auth_submit(struct smtp_session *s, const char *user, const cha
 	ipc_writer_init(&w);
 	ipc_put_str(&w, user);
 	ipc_put_str(&w, password);
+	ipc_put_str(&w, s->ip);
+	ipc_put_u32(&w, IPC_PROTO_SMTP);
+	ipc_put_str(&w, s->auth_mech == AUTH_LOGIN ? "LOGIN" : "PLAIN");
 	int ret = ipc_send(s->server->dir, IPC_DIR_AUTH, s->id, &w);
 	secure_zero(w.b.data, w.b.len);
 	ipc_writer_free(&w);
@@ -294,7 +305,7 @@ static void cmd_auth(struct smtp_session *s, const char *args, size_t len)
 		smtp_reply(s, 503, "5.5.1", "Error: authentication not enabled on this port");
 		return;
 	}
-	if (!s->tls) {
+	if (!smtp_auth_allowed(s)) {
 		smtp_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
 		return;
 	}
@@ -341,7 +352,15 @@ static void smtp_auth_result(struct smtp_session *s, struct ipc_reader *r)
 	if (!r->error && result == IPC_AUTH_OK && user != NULL) {
 		s->auth_user = strdup(user);
 		log_info("session=%llx ip=%s auth ok user=%s", SESSION_ID(s), s->ip, user);
+		if (!s->tls)
+			log_warn("session=%llx ip=%s user=%s: PLAINTEXT login without TLS "
+				 "(listen.%s.allow_plaintext_auth = yes; for loopback testing only)",
+				 SESSION_ID(s), s->ip, user, listener_kind_name(s->kind));
 		smtp_reply(s, 235, "2.7.0", "Authentication successful");
+	} else if (!r->error && result == IPC_AUTH_EXPIRED) {
+		log_info("session=%llx ip=%s auth refused user=%s: password expired", SESSION_ID(s),
+			 s->ip, tried != NULL ? tried : "?");
+		smtp_reply(s, 535, "5.7.8", "Password expired, set a new one");
 	} else if (!r->error && result == IPC_AUTH_FAIL) {
 		log_info("session=%llx ip=%s auth failed user=%s", SESSION_ID(s), s->ip,
 			 tried != NULL ? tried : "?");
@@ -1139,7 +1158,7 @@ void smtp_command_dispatch(struct smtp_session *s, const char *line, size_t len)
 		return;
 	}
 	if ((def->flags & CMD_NEED_AUTH) != 0 && smtp_is_submission(s) && s->auth_user == NULL) {
-		if (!s->tls)
+		if (!smtp_auth_allowed(s))
 			smtp_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
 		else
 			smtp_reply(s, 530, "5.7.0", "Authentication required");
@@ -1180,6 +1199,14 @@ void smtp_dir_reply(struct smtp_session *s, struct ipc_reader *r)
 			s->counted = true;
 			smtp_session_enter_state(s, SMTP_STATE_GREETED);
 			smtp_reply(s, 220, NULL, "%s ESMTP Postern", s->server->cfg->hostname);
+		} else if (verdict == IPC_CONN_DENIED) {
+			/* RFC 5321 3.1: 554 instead of the greeting. */
+			smtp_reply(s, 554, "5.7.1", "Access denied");
+			smtp_session_close(s);
+		} else if (verdict == IPC_CONN_BLOCKED) {
+			smtp_reply(s, 421, "4.7.0", "%s Access temporarily blocked after failed logins",
+				   s->server->cfg->hostname);
+			smtp_session_close(s);
 		} else {
 			smtp_reply(s, 421, "4.7.0", "%s Error: too many connections%s",
 				   s->server->cfg->hostname,

@@ -98,7 +98,7 @@ void smtp_session_create(struct smtpd *server, int fd, enum listener_kind kind, 
 	s->state = SMTP_STATE_CONNECT;
 
 	if (kind == LISTENER_SUBMISSIONS) {
-		s->ssl = SSL_new(server->tls_ctx);
+		s->ssl = tls_session_new(server->tls, kind);
 		if (s->ssl == NULL) {
 			close(fd);
 			free(s);
@@ -138,11 +138,13 @@ void smtp_session_create(struct smtpd *server, int fd, enum listener_kind kind, 
 	log_info("session=%llx connect ip=%s listener=%s", (unsigned long long)s->id, ip,
 		 listener_kind_name(kind));
 
-	/* Ask the directory whether this client may connect (limits are
-	 * counted across all workers there); park until it answers. */
+	/* Ask the directory whether this client may connect (access rules,
+	 * blocks after failed logins, limits counted across all workers);
+	 * park until it answers. */
 	struct ipc_writer w;
 	ipc_writer_init(&w);
 	ipc_put_str(&w, s->ip);
+	ipc_put_u32(&w, (uint32_t)kind);        /* for the listener's access rules */
 	s->wait = SMTP_WAIT_CONNECT;
 	if (server->dir == NULL || ipc_send(server->dir, IPC_DIR_CONNECT, s->id, &w) < 0) {
 		smtp_reply(s, 421, "4.3.2", "%s Service not available", server->cfg->hostname);
@@ -266,7 +268,7 @@ void smtp_session_close(struct smtp_session *s)
 int smtp_session_start_tls(struct smtp_session *s)
 {
 	struct smtpd *server = s->server;
-	SSL *ssl = SSL_new(server->tls_ctx);
+	SSL *ssl = tls_session_new(server->tls, s->kind);
 	if (ssl == NULL)
 		return -1;
 	/* RFC 3207 4.2 / STARTTLS injection: anything the client pipelined

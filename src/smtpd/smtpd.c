@@ -203,14 +203,14 @@ static void smtpd_reload_cb(evutil_socket_t sig, short what, void *arg)
 	const char *error;
 	(void)sig;
 	(void)what;
-	SSL_CTX *ctx = tls_server_ctx_new(server->cfg->tls_cert, server->cfg->tls_key, &error);
-	if (ctx == NULL) {
+	struct tls_set *set = tls_set_new(server->cfg, &error);
+	if (set == NULL) {
 		log_error("certificate reload failed, keeping the old one: %s", error);
 		return;
 	}
-	/* Sessions hold their own SSL references; new ones get the new ctx. */
-	SSL_CTX_free(server->tls_ctx);
-	server->tls_ctx = ctx;
+	/* Sessions hold their own SSL references; new ones get the new set. */
+	tls_set_free(&server->tls);
+	server->tls = set;
 	log_info("certificate reloaded from %s", server->cfg->tls_cert);
 }
 
@@ -223,7 +223,7 @@ static void smtpd_drain_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(server->base);
 }
 
-int smtpd_main(const struct config *cfg, SSL_CTX *tls_ctx, const struct smtpd_listener *ls,
+int smtpd_main(const struct config *cfg, struct tls_set *tls, const struct smtpd_listener *ls,
 	       unsigned count)
 {
 	struct smtpd server;
@@ -235,11 +235,11 @@ int smtpd_main(const struct config *cfg, SSL_CTX *tls_ctx, const struct smtpd_li
 	server.base = event_base_new();
 	if (server.base == NULL)
 		fatal("event_base_new failed");
-	if (tls_ctx != NULL && SSL_CTX_up_ref(tls_ctx) == 1)
-		server.tls_ctx = tls_ctx;
+	if (tls != NULL)
+		server.tls = tls_set_ref(tls);
 	else
-		server.tls_ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &error);
-	if (server.tls_ctx == NULL)
+		server.tls = tls_set_new(cfg, &error);
+	if (server.tls == NULL)
 		fatal("TLS: %s", error);
 
 	int dfd = ipc_connect_unix("run/dir.sock", 10000);
@@ -295,7 +295,7 @@ int smtpd_main(const struct config *cfg, SSL_CTX *tls_ctx, const struct smtpd_li
 	event_free(ev_usr1);
 	event_free(ev_drain);
 	event_free(server.reconnect_ev);
-	SSL_CTX_free(server.tls_ctx);
+	tls_set_free(&server.tls);
 	event_base_free(server.base);
 	return status;
 }

@@ -22,6 +22,7 @@
 struct event_base;
 struct bufferevent;
 struct event;
+struct tls_set;
 
 /* The master hands each worker its listening sockets. */
 struct smtpd_listener {
@@ -29,9 +30,9 @@ struct smtpd_listener {
 	enum listener_kind kind;
 };
 
-/* tls_ctx: the certificate context the master loaded before forking (the
- * worker takes a reference; its pages stay shared with the other workers). */
-int smtpd_main(const struct config *cfg, SSL_CTX *tls_ctx,
+/* tls: the TLS contexts the master loaded before forking (the worker takes
+ * a reference; their pages stay shared with the other workers). */
+int smtpd_main(const struct config *cfg, struct tls_set *tls,
 	       const struct smtpd_listener *listeners, unsigned count);
 
 enum smtp_state {
@@ -134,7 +135,7 @@ struct smtpd_orphan {
 struct smtpd {
 	struct event_base *base;
 	const struct config *cfg;
-	SSL_CTX *tls_ctx;
+	struct tls_set *tls;
 	struct ipc_conn *dir;
 	struct ipc_conn *queue;
 	struct smtp_session *sessions;
