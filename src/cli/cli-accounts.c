@@ -431,7 +431,7 @@ out:
 /* Starts the audit log for this command (security.audit_log). */
 static void audit_open(const struct config *cfg)
 {
-	audit_init(cfg->audit_log);
+	cli_audit_init(cfg);
 }
 
 /* "2026-11-23T17:03:52Z" */

@@ -40,7 +40,7 @@ static const char access_usage[] =
 
 static const char security_usage[] =
 	"usage: postern security blocked\n"
-	"       postern security unblock IP|ADDRESS\n"
+	"       postern security unblock IP|IPV6-PREFIX/64|ADDRESS\n"
 	"       postern security log [--address A] [--since T] [--json]\n"
 	"T: 2026-11-23, 2026-11-23T17:03[:52][Z] (UTC), or a duration such as 1h, 30m,\n"
 	"2d (since that long ago).\n";
@@ -125,7 +125,7 @@ int cli_access(const struct config *cfg, int argc, char **argv)
 
 	if (cli_db_open(cfg, &db) != 0)
 		return EXIT_FAILURE;
-	audit_init(cfg->audit_log);
+	cli_audit_init(cfg);
 	const char *where = listener != NULL ? listener : "all";
 	if (add) {
 		enum account_access_action action = strcmp(op, "allow") == 0
@@ -178,24 +178,26 @@ static int cli_security_unblock(const struct config *cfg, struct account_db *db,
 				const char *what)
 {
 	char key[SMTP_ADDRESS_MAX + 1];
-	unsigned char addr[sizeof(struct in6_addr)];
 	enum account_block_kind kind;
 
 	snprintf(key, sizeof(key), "%s", what);
 	if (strchr(key, '@') != NULL) {
 		kind = ACCOUNT_BLOCK_ACCOUNT;
 		str_lcase(key);
-	} else if (inet_pton(AF_INET, key, addr) == 1 || inet_pton(AF_INET6, key, addr) == 1) {
+	} else if (account_throttle_key(what, key, sizeof(key)) == 0) {
+		/* The key the directory blocked: "2001:DB8::1" and
+		 * "2001:db8::/64" both name "2001:db8::/64". */
 		kind = ACCOUNT_BLOCK_IP;
 	} else {
-		return cli_fail("%s: neither an IP address nor an account address", what);
+		return cli_fail("%s: neither an IP address (or IPv6 /64) nor an account address",
+				what);
 	}
 	int ret = account_block_del(db, kind, key);
 	if (ret < 0)
 		return cli_fail("%s: cannot unblock", key);
 	if (ret == 0)
 		return cli_fail("%s: not blocked", key);
-	audit_init(cfg->audit_log);
+	cli_audit_init(cfg);
 	audit_event("unblocked", kind == ACCOUNT_BLOCK_IP ? "ip" : "address", key, "by", "cli",
 		    NULL);
 	printf("unblocked %s\n", key);
@@ -323,8 +325,25 @@ static const char *cli_json_str(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
+/* Prints s with the control characters (< 0x20, 0x7f) as \xNN: audit
+ * fields hold what clients sent (user names), which must not forge lines
+ * or drive the operator's terminal. A backslash is doubled so the escape
+ * cannot be faked either. */
+static void cli_print_safe(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			printf("\\x%02x", *p);
+		else if (*p == '\\')
+			fputs("\\\\", stdout);
+		else
+			putchar(*p);
+	}
+}
+
 /* "2026-11-23T17:03:52Z login fail alice@x 192.0.2.1 imap wrong_password
- * mechanism=PLAIN": the main fields in order, the others as key=value. */
+ * mechanism=PLAIN": the main fields in order, the others as key=value;
+ * control characters escaped (cli_print_safe). */
 static void cli_audit_print_text(json_t *o)
 {
 	static const char *const main_keys[] = { "time", "event", "result", "address", "ip",
@@ -333,14 +352,20 @@ static void cli_audit_print_text(json_t *o)
 	const char *key;
 	json_t *value;
 
-	if (t != NULL && strlen(t) >= 19)
-		printf("%.19sZ", t);
-	else
-		printf("%s", t != NULL ? t : "-");
+	char ts[20];
+	if (t != NULL && strlen(t) >= 19) {
+		snprintf(ts, sizeof(ts), "%.19s", t);
+		cli_print_safe(ts);
+		putchar('Z');
+	} else {
+		cli_print_safe(t != NULL ? t : "-");
+	}
 	for (size_t i = 1; i < sizeof(main_keys) / sizeof(main_keys[0]); i++) {
 		const char *v = cli_json_str(o, main_keys[i]);
-		if (v != NULL)
-			printf(" %s", v);
+		if (v != NULL) {
+			putchar(' ');
+			cli_print_safe(v);
+		}
 	}
 	json_object_foreach(o, key, value) {
 		bool is_main = false;
@@ -348,11 +373,14 @@ static void cli_audit_print_text(json_t *o)
 			is_main = is_main || strcmp(key, main_keys[i]) == 0;
 		if (is_main)
 			continue;
+		putchar(' ');
+		cli_print_safe(key);
+		putchar('=');
 		if (json_is_string(value)) {
-			printf(" %s=%s", key, json_string_value(value));
+			cli_print_safe(json_string_value(value));
 		} else {
 			char *dump = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-			printf(" %s=%s", key, dump != NULL ? dump : "?");
+			cli_print_safe(dump != NULL ? dump : "?");
 			free(dump);
 		}
 	}

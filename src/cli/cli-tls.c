@@ -46,39 +46,58 @@ static int tls_usage(void)
 	return EXIT_USAGE;
 }
 
-/* Writes data to path through path's directory's ".NAME.tmp" and a rename.
- * 0 or -1 with *error_r (static text; errno detail printed here). */
+/*
+ * Writes data to path through a new temporary file in the same directory
+ * (".NAME.tmp.XXXXXX", created exclusively by mkostemp, 0600 until the
+ * final mode is set) and a rename, so the daemon never reads half a file.
+ * When path is a symbolic link (certbot's /etc/letsencrypt/live/NAME/
+ * links into ../../archive/), the file it resolves to is replaced instead
+ * and the link is kept. 0, or -1 (the reason printed here).
+ */
 static int tls_write_atomic(const char *path, const char *data, size_t len, mode_t mode)
 {
 	char tmp[TLS_PATH_MAX];
+	char *resolved = NULL;
+	struct stat st;
+	int fd = -1, ret = -1;
+
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+		if ((resolved = realpath(path, NULL)) == NULL) {
+			cli_fail("%s: cannot resolve the symbolic link: %s", path, strerror(errno));
+			return -1;
+		}
+		path = resolved;
+	}
 	const char *slash = strrchr(path, '/');
 	int dirlen = slash != NULL ? (int)(slash - path + 1) : 0;
-	int n = snprintf(tmp, sizeof(tmp), "%.*s.%s.tmp", dirlen, path,
+	int n = snprintf(tmp, sizeof(tmp), "%.*s.%s.tmp.XXXXXX", dirlen, path,
 			 slash != NULL ? slash + 1 : path);
 	if (n < 0 || (size_t)n >= sizeof(tmp)) {
 		cli_fail("%s: path too long", path);
-		return -1;
+		goto out;
 	}
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-	if (fd < 0) {
-		cli_fail("cannot create %s: %s", tmp, strerror(errno));
-		return -1;
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
+		cli_fail("cannot create a temporary file beside %s: %s", path, strerror(errno));
+		goto out;
 	}
-	/* The mode even when the file existed (an old temporary) or umask. */
 	int ok = fchmod(fd, mode) == 0 && write_full(fd, data, len) == 0 && fsync(fd) == 0;
 	int saved = errno;
 	if (close(fd) < 0 && ok) {
 		ok = 0;
 		saved = errno;
 	}
+	fd = -1;
 	if (!ok || rename(tmp, path) < 0) {
 		if (ok)
 			saved = errno;
 		cli_fail("cannot write %s: %s", path, strerror(saved));
 		unlink(tmp);
-		return -1;
+		goto out;
 	}
-	return 0;
+	ret = 0;
+out:
+	free(resolved);
+	return ret;
 }
 
 /* Copies the operator's certificate and key files to their installed

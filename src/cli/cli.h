@@ -11,6 +11,11 @@
  * (for `return cli_fail(...)`). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Starts the audit log of this command (security.audit_log): when run as
+ * root with `user = ...` set, a log file the command creates (after a
+ * rotation) is given to that user, so the directory can still append. */
+void cli_audit_init(const struct config *cfg);
+
 /* `postern init DIR [options]`; argv[0] = "init". Exit status. */
 int cli_init(int argc, char **argv);
 /* `postern queue list [--json] | show ID | retry ID|all | hold ID |

@@ -68,7 +68,9 @@ void dir_security_time_format(time_t t, char *out, size_t size);
 
 /*
  * Records one failed login of ip against address (NULL: no such account,
- * only the IP is counted; an ip of DIR_LOGIN_IP_UNKNOWN is not counted) at now: the IP's counter and the account's; an IP
+ * only the IP is counted; an ip of DIR_LOGIN_IP_UNKNOWN is not counted) at
+ * now: the IP's counter and the account's. ip is the client's throttle key
+ * (account_throttle_key(): an IPv6 client's /64). An IP
  * reaching cfg->max_failures_per_ip is blocked for cfg->block_duration
  * (audit "ip_blocked"), an account reaching cfg->max_failures_per_account
  * is locked as long (audit "account_locked"). Returns the IP's failure

@@ -90,6 +90,7 @@ struct dir_auth_job {
 	char *password;         /* wiped by the worker */
 	char *user;             /* lower-cased: the canonical user */
 	char ip[64];            /* the client's, or "unknown" from old front-ends */
+	char tkey[ACCOUNT_THROTTLE_KEY_MAX];    /* its throttle key (IPv6: the /64) */
 	enum ipc_auth_proto proto;
 	char mech[16];          /* "PLAIN", "LOGIN" */
 	int result;             /* password_verify() */
@@ -102,10 +103,11 @@ struct dir_auth_job {
 };
 
 struct dir_server {
-	const struct config *cfg;
+	const struct config *cfg;       /* the current one: started with, or reloaded */
+	struct config *loaded;          /* the last one re-read on SIGHUP (owned), or NULL */
 	struct event_base *base;
 	struct account_db *db;
-	struct event *listen_ev, *sigterm_ev, *sigint_ev;
+	struct event *listen_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
 	struct dir_client *clients;
 	struct dir_table ips;           /* connections per client IP */
 	struct dir_table logins;        /* IMAP/POP3 sessions per account */
@@ -482,7 +484,7 @@ static int dir_auth_credential_facts(struct dir_server *srv, struct dir_auth_job
 		return -1;
 	f->account_locked = ret == 1;
 	if (f->account_locked) {
-		if ((ret = account_fail_ip_tried(srv->db, job->ip, job->user, now,
+		if ((ret = account_fail_ip_tried(srv->db, job->tkey, job->user, now,
 						 cfg->failure_window)) < 0)
 			return -1;
 		f->ip_tried_account = ret > 0;
@@ -529,7 +531,10 @@ static void dir_auth_conclude(struct dir_auth_job *job)
 
 	switch (job->res) {
 	case IPC_AUTH_OK:
-		if (account_fail_clear(srv->db, ACCOUNT_BLOCK_IP, job->ip) < 0)
+		/* Only this IP's record against this account: the IP-wide count
+		 * ages out, so owning one account does not reset the count of
+		 * guesses at others. */
+		if (account_fail_clear_ip_account(srv->db, job->tkey, job->user) < 0)
 			log_error("auth user=%s ip=%s: cannot clear failures", job->user, job->ip);
 		if (f->app_password &&
 		    account_app_password_used(srv->db, job->user, job->app_name, job->ip) < 0)
@@ -551,12 +556,12 @@ static void dir_auth_conclude(struct dir_auth_job *job)
 		if (f->ip_blocked) {
 			/* No check was made: the reply still takes as long as the
 			 * failures that led to the block. */
-			n = account_fail_count(srv->db, ACCOUNT_BLOCK_IP, job->ip, now,
+			n = account_fail_count(srv->db, ACCOUNT_BLOCK_IP, job->tkey, now,
 					       cfg->failure_window);
 			if (n < (int)cfg->max_failures_per_ip)
 				n = (int)cfg->max_failures_per_ip;
 		} else {
-			n = dir_security_record_failure(srv->db, cfg, job->ip,
+			n = dir_security_record_failure(srv->db, cfg, job->tkey,
 							f->user_exists ? job->user : NULL, now);
 		}
 		delay = dir_login_delay_ms(cfg->auth_delay_ms, n > 0 ? (unsigned)n : 1);
@@ -618,6 +623,8 @@ static void dir_auth(struct dir_client *c, uint64_t id, const char *user, const 
 	}
 	str_lcase(job->user);
 	snprintf(job->ip, sizeof(job->ip), "%s", ip);
+	if (account_throttle_key(job->ip, job->tkey, sizeof(job->tkey)) < 0)
+		snprintf(job->tkey, sizeof(job->tkey), "%s", DIR_LOGIN_IP_UNKNOWN);
 	snprintf(job->mech, sizeof(job->mech), "%s", mech);
 	job->proto = proto;
 	job->client = c;
@@ -628,7 +635,7 @@ static void dir_auth(struct dir_client *c, uint64_t id, const char *user, const 
 		dir_auth_tempfail(job, "too many password checks pending");
 		return;
 	}
-	if ((ret = account_block_get(srv->db, ACCOUNT_BLOCK_IP, job->ip, now, &until)) < 0) {
+	if ((ret = account_block_get(srv->db, ACCOUNT_BLOCK_IP, job->tkey, now, &until)) < 0) {
 		dir_auth_tempfail(job, "database error (blocks)");
 		return;
 	}
@@ -670,6 +677,7 @@ static enum ipc_conn_verdict dir_connect_check(struct dir_client *c, const char 
 {
 	struct dir_server *srv = c->srv;
 	const char *name = listener_kind_name(kind);
+	char key[ACCOUNT_THROTTLE_KEY_MAX];
 	time_t until;
 
 	switch (account_access_check(srv->db, ip, name)) {
@@ -683,7 +691,10 @@ static enum ipc_conn_verdict dir_connect_check(struct dir_client *c, const char 
 	default:
 		break;
 	}
-	switch (account_block_get(srv->db, ACCOUNT_BLOCK_IP, ip, time(NULL), &until)) {
+	/* Blocks are kept per throttle key (an IPv6 client's /64). */
+	if (account_throttle_key(ip, key, sizeof(key)) < 0)
+		snprintf(key, sizeof(key), "%s", DIR_LOGIN_IP_UNKNOWN);
+	switch (account_block_get(srv->db, ACCOUNT_BLOCK_IP, key, time(NULL), &until)) {
 	case 1:
 		log_info("connect refused ip=%s listener=%s: blocked after failed logins", ip,
 			 name);
@@ -815,6 +826,41 @@ static void dir_signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(srv->base, NULL);
 }
 
+/*
+ * SIGHUP (the master forwards `postern reload`): re-reads the configuration
+ * file so security.*, the connection limits and audit_log apply without a
+ * restart. The config directory_main() was given belongs to its caller and
+ * stays alive; only configs loaded here are freed (the previous one when a
+ * newer one replaces it: nothing keeps a pointer into it across events).
+ * data_dir and the database path take effect after a restart.
+ */
+static void dir_reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct dir_server *srv = arg;
+	struct config *cfg = NULL;
+	char *errors = NULL;
+	(void)sig;
+	(void)what;
+
+	if (srv->cfg->path == NULL) {
+		log_warn("reload: configuration file unknown; keeping the running one");
+		return;
+	}
+	if (config_load(srv->cfg->path, &cfg, &errors) < 0) {
+		log_error("reload: %s has errors; keeping the running configuration",
+			  srv->cfg->path);
+		free(errors);
+		return;
+	}
+	if (strcmp(cfg->db_path, srv->cfg->db_path) != 0)
+		log_warn("reload: the database path changed; takes effect after a restart");
+	srv->cfg = cfg;
+	config_free(&srv->loaded);
+	srv->loaded = cfg;
+	audit_init(cfg->audit_log);
+	log_info("reload: configuration re-read");
+}
+
 /* ---- main ---- */
 
 int directory_main(const struct config *cfg)
@@ -841,10 +887,12 @@ int directory_main(const struct config *cfg)
 	srv.listen_ev = event_new(srv.base, lfd, EV_READ | EV_PERSIST, dir_accept_cb, &srv);
 	srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, dir_signal_cb, &srv);
 	srv.sigint_ev = evsignal_new(srv.base, SIGINT, dir_signal_cb, &srv);
+	srv.sighup_ev = evsignal_new(srv.base, SIGHUP, dir_reload_cb, &srv);
 	if (srv.listen_ev == NULL || srv.sigterm_ev == NULL ||
-	    srv.sigint_ev == NULL || event_add(srv.listen_ev, NULL) < 0 ||
+	    srv.sigint_ev == NULL || srv.sighup_ev == NULL ||
+	    event_add(srv.listen_ev, NULL) < 0 ||
 	    event_add(srv.sigterm_ev, NULL) < 0 ||
-	    event_add(srv.sigint_ev, NULL) < 0) {
+	    event_add(srv.sigint_ev, NULL) < 0 || event_add(srv.sighup_ev, NULL) < 0) {
 		log_error("cannot set up events");
 		goto out;
 	}
@@ -881,7 +929,7 @@ out:
 			}
 		}
 	}
-	struct event *evs[] = { srv.listen_ev, srv.sigterm_ev, srv.sigint_ev };
+	struct event *evs[] = { srv.listen_ev, srv.sigterm_ev, srv.sigint_ev, srv.sighup_ev };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
 			event_free(evs[i]);
@@ -890,5 +938,6 @@ out:
 	if (srv.base != NULL)
 		event_base_free(srv.base);
 	account_db_close(&srv.db);
+	config_free(&srv.loaded);
 	return ret;
 }

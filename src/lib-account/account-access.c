@@ -146,6 +146,29 @@ static int cidr_format(const struct cidr *c, char *out, size_t size)
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+int account_throttle_key(const char *ip, char *out, size_t size)
+{
+	struct cidr c;
+	const char *reason;
+	size_t len = ip != NULL ? strnlen(ip, ACCOUNT_THROTTLE_KEY_MAX) : 0;
+
+	if (size > 0)
+		out[0] = '\0';
+	if (len == 0 || len >= ACCOUNT_THROTTLE_KEY_MAX || cidr_parse(ip, len, &c, &reason) < 0)
+		return -1;
+	/* A key typed back: only the form this function writes. */
+	if (memchr(ip, '/', len) != NULL && c.prefix != (c.family == AF_INET ? 32u : 64u))
+		return -1;
+	c.prefix = c.family == AF_INET ? 32 : 64;
+	cidr_mask(&c);
+	if (cidr_format(&c, out, size) < 0) {
+		if (size > 0)
+			out[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Walks a comma-separated list: calls item_cb for every entry (spaces and
  * tabs around it trimmed). Stops at the first invalid entry or when the
@@ -611,6 +634,17 @@ int account_fail_clear(struct account_db *db, enum account_block_kind kind, cons
 	if (st == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	return account_sec_write(db, st, "clearing failed logins") == 0 ? 0 : -1;
+}
+
+int account_fail_clear_ip_account(struct account_db *db, const char *key, const char *address)
+{
+	sqlite3_stmt *st = account_sec_stmt(db, SEC_FAIL_CLEAR_IP_ACCOUNT,
+		"DELETE FROM ip_account_failures WHERE ip = ?1 AND address = ?2");
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, address, -1, SQLITE_STATIC);
 	return account_sec_write(db, st, "clearing failed logins") == 0 ? 0 : -1;
 }
 

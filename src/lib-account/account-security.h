@@ -212,18 +212,37 @@ int account_access_check(struct account_db *db, const char *ip, const char *list
 
 enum account_block_kind { ACCOUNT_BLOCK_IP, ACCOUNT_BLOCK_ACCOUNT };
 
+/* The longest throttle key with its NUL ("ffff:...:ffff::/64"). */
+#define ACCOUNT_THROTTLE_KEY_MAX 64
+
+/*
+ * The key under which a client address is throttled and blocked (failure
+ * counts, IP blocks, the soft lock's "this IP tried the account"): an IPv4
+ * address (also IPv4-mapped IPv6) is its own key, "192.0.2.7"; an IPv6
+ * address counts as its /64, "2001:db8:1:2::/64", since one host usually
+ * has the whole /64 and could otherwise change address per guess. Input may
+ * also be a key ("2001:db8:1:2::/64"; any address inside it) and any case
+ * ("2001:DB8::1"). 0 and the canonical key in out, or -1 when ip is
+ * neither (out then holds "").
+ */
+int account_throttle_key(const char *ip, char *out, size_t size);
+
 /*
  * Failed-login counters per key (an IP, or an address) with the time of
  * the last failure. account_fail_record() adds one failure and returns the
  * new count (counts older than window seconds start again from 1);
- * account_fail_clear() forgets a key (after a successful login of that
- * IP). account_fail_count() reads it (0 when none or expired).
+ * account_fail_clear() forgets a key (unblock). account_fail_count() reads it (0 when none or expired).
  * account_fail_ips_for() says whether ip has failures recorded against
  * address (for the soft account lock: IPs with no failures keep working).
  */
 int account_fail_record(struct account_db *db, enum account_block_kind kind, const char *key,
 			const char *address_or_null, time_t now, unsigned window);
 int account_fail_clear(struct account_db *db, enum account_block_kind kind, const char *key);
+/* After a successful login of address from key: forgets key's failures
+ * against that account only (the soft lock then lets key in again). The
+ * IP-wide count is left to age out with the window, so logging in to an
+ * account of one's own does not reset the count of guesses at others. */
+int account_fail_clear_ip_account(struct account_db *db, const char *key, const char *address);
 int account_fail_count(struct account_db *db, enum account_block_kind kind, const char *key,
 		       time_t now, unsigned window);
 int account_fail_ip_tried(struct account_db *db, const char *ip, const char *address,

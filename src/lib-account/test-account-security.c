@@ -219,6 +219,42 @@ static void test_cidr(void **state)
 		      account_cidr_list_match(matches[i].list, matches[i].ip) == matches[i].match);
 }
 
+/* IPv6 clients are throttled per /64; IPv4 (and IPv4-mapped) per address. */
+static void test_throttle_key(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *label, *ip;
+		int ret;
+		const char *key;
+	} cases[] = {
+		{ "v4", "192.0.2.7", 0, "192.0.2.7" },
+		{ "v4 key typed back", "192.0.2.7/32", 0, "192.0.2.7" },
+		{ "v4 wider prefix", "192.0.2.0/24", -1, "" },
+		{ "mapped", "::ffff:192.0.2.7", 0, "192.0.2.7" },
+		{ "v6 host", "2001:db8:1:2:aaaa:bbbb:cccc:dddd", 0, "2001:db8:1:2::/64" },
+		{ "v6 same /64", "2001:db8:1:2::1", 0, "2001:db8:1:2::/64" },
+		{ "v6 next /64", "2001:db8:1:3::1", 0, "2001:db8:1:3::/64" },
+		{ "v6 upper case", "2001:DB8::1", 0, "2001:db8::/64" },
+		{ "v6 key typed back", "2001:db8:1:2::/64", 0, "2001:db8:1:2::/64" },
+		{ "v6 address inside key", "2001:db8:1:2::99/64", 0, "2001:db8:1:2::/64" },
+		{ "v6 other prefix", "2001:db8::/48", -1, "" },
+		{ "loopback", "::1", 0, "::/64" },
+		{ "unknown", "unknown", -1, "" },
+		{ "empty", "", -1, "" },
+		{ "garbage after", "192.0.2.7x", -1, "" },
+	};
+	for (size_t i = 0; i < N(cases); i++) {
+		char key[ACCOUNT_THROTTLE_KEY_MAX];
+		CHECK(cases[i].label,
+		      account_throttle_key(cases[i].ip, key, sizeof(key)) == cases[i].ret);
+		CHECK(cases[i].label, strcmp(key, cases[i].key) == 0);
+	}
+	char small[8];
+	CHECK("short buffer", account_throttle_key("2001:db8::1", small, sizeof(small)) == -1);
+	CHECK("short buffer empty", small[0] == '\0');
+}
+
 /* ---- app passwords ------------------------------------------------------------ */
 
 struct ap_seen {
@@ -647,7 +683,18 @@ static void test_failures(void **state)
 	assert_int_equal(account_fail_ip_tried(f->db, "192.0.2.1", "alice@example.com", t + 2000,
 					       window), 0);
 
-	/* An IP that logs in is forgiven, but keeps its record per account. */
+	/* A login of alice from 192.0.2.1 forgets that IP's record against
+	 * alice only: its IP-wide count and its record against bob stay. */
+	assert_int_equal(account_fail_clear_ip_account(f->db, "192.0.2.1", "alice@example.com"), 0);
+	assert_int_equal(account_fail_ip_tried(f->db, "192.0.2.1", "alice@example.com", t + 30,
+					       window), 0);
+	assert_int_equal(account_fail_ip_tried(f->db, "192.0.2.1", "bob@example.com", t + 30,
+					       window), 1);
+	assert_int_equal(account_fail_count(f->db, ACCOUNT_BLOCK_IP, "192.0.2.1", t + 20, window), 3);
+	assert_int_equal(account_fail_record(f->db, ACCOUNT_BLOCK_IP, "192.0.2.1",
+					     "alice@example.com", t + 25, window), 4);
+
+	/* Clearing the IP key (unblock) keeps its per-account record. */
 	assert_int_equal(account_fail_clear(f->db, ACCOUNT_BLOCK_IP, "192.0.2.1"), 0);
 	assert_int_equal(account_fail_count(f->db, ACCOUNT_BLOCK_IP, "192.0.2.1", t + 20, window), 0);
 	assert_int_equal(account_fail_ip_tried(f->db, "192.0.2.1", "alice@example.com", t + 30,
@@ -775,6 +822,7 @@ int main(void)
 		cmocka_unit_test(test_policy),
 		cmocka_unit_test(test_scope),
 		cmocka_unit_test(test_cidr),
+		cmocka_unit_test(test_throttle_key),
 		cmocka_unit_test_setup_teardown(test_app_passwords, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_totp, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_allow_from, fixture_setup, fixture_teardown),

@@ -19,6 +19,39 @@
 #include "lib/log.h"
 
 static char audit_path[4096];
+static bool audit_owner_set;
+static uid_t audit_uid;
+static gid_t audit_gid;
+
+void audit_set_owner(uid_t uid, gid_t gid)
+{
+	audit_owner_set = true;
+	audit_uid = uid;
+	audit_gid = gid;
+}
+
+/* Opens the log for appending, creating it (0600, owned per
+ * audit_set_owner) when missing. An fd or -1 (errno). */
+static int audit_open(void)
+{
+	const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
+	for (int tries = 0; tries < 3; tries++) {
+		int fd = open(audit_path, flags);
+		if (fd >= 0 || errno != ENOENT)
+			return fd;
+		/* O_EXCL: only the process that created the file sets its owner. */
+		fd = open(audit_path, flags | O_CREAT | O_EXCL, 0600);
+		if (fd >= 0) {
+			if (audit_owner_set && fchown(fd, audit_uid, audit_gid) < 0)
+				log_warn("audit log %s: cannot give it to uid %ld: %s", audit_path,
+					 (long)audit_uid, strerror(errno));
+			return fd;
+		}
+		if (errno != EEXIST)
+			return -1;
+	}
+	return -1;
+}
 
 void audit_init(const char *path)
 {
@@ -62,7 +95,7 @@ int audit_event(const char *event, ...)
 	size_t len = strlen(line);
 	line[len] = '\n';   /* json_dumps left room for the NUL: reuse it */
 	int ret = -1;
-	int fd = open(audit_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int fd = audit_open();
 	if (fd >= 0) {
 		ssize_t w = write(fd, line, len + 1);
 		ret = w == (ssize_t)(len + 1) ? 0 : -1;

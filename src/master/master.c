@@ -192,6 +192,9 @@ static void master_prepare_user(void)
 	M.uid = pw->pw_uid;
 	M.gid = pw->pw_gid;
 	M.drop = true;
+	/* An audit log the master (root) creates after a rotation must stay
+	 * writable for the directory. */
+	audit_set_owner(M.uid, M.gid);
 	/* Everything under the data directory belongs to the run user. */
 	nftw(M.cfg->data_dir, chown_cb, 32, FTW_PHYS);
 }
@@ -575,6 +578,13 @@ static void master_reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	master_start_workers(ROLE_SMTPD);
 	master_start_workers(ROLE_IMAPD);
+	/* The directory keeps its state (live counts, pending checks): it
+	 * re-reads the file itself (security.*, connection limits, audit). */
+	for (unsigned i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		struct child *c = &M.children[i];
+		if (c->used && c->role == ROLE_DIRECTORY && c->pid != 0)
+			kill(c->pid, SIGHUP);
+	}
 	log_info("reload: configuration re-read, smtpd and imapd workers replaced");
 }
 
