@@ -655,27 +655,13 @@ void imap_session_create(struct imapd *server, int fd, enum listener_kind kind, 
 	buf_init(&s->out, IMAP_OUT_MAX);
 	s->parser = imap_parser_new(NULL);
 
-	if (kind == LISTENER_IMAPS) {
-		s->ssl = tls_session_new(server->tls, kind);
-		if (s->ssl != NULL) {
-			s->bev = bufferevent_openssl_socket_new(server->base, fd, s->ssl,
-								BUFFEREVENT_SSL_ACCEPTING,
-								BEV_OPT_CLOSE_ON_FREE);
-			if (s->bev != NULL)
-				bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
-		}
-	} else {
-		s->bev = bufferevent_socket_new(server->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	}
+	/* On failure the SSL is freed and fd closed. */
+	s->bev = tls_bufferevent_new(server->base, fd, server->tls, kind, kind == LISTENER_IMAPS,
+				     &s->ssl);
 	s->close_ev = evtimer_new(server->base, imap_session_close_cb, s);
 	if (s->bev == NULL || s->close_ev == NULL || s->parser == NULL) {
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
-		else {
-			if (s->ssl != NULL)
-				SSL_free(s->ssl);
-			close(fd);
-		}
 		if (s->close_ev != NULL)
 			event_free(s->close_ev);
 		imap_parser_free(&s->parser);
@@ -697,12 +683,7 @@ void imap_session_create(struct imapd *server, int fd, enum listener_kind kind, 
 	log_info("session=%llx connect ip=%s listener=%s", IMAP_SID(s), s->ip,
 		 listener_kind_name(kind));
 
-	struct ipc_writer w;
-	ipc_writer_init(&w);
-	ipc_put_str(&w, s->ip);
-	ipc_put_u32(&w, (uint32_t)kind);   /* access rules may be per listener */
-	s->dir_wait = imapd_dir_request(server, IPC_DIR_CONNECT, &w, imap_session_verdict_cb, s);
-	ipc_writer_free(&w);
+	s->dir_wait = imapd_connect_request(server, s->ip, kind, imap_session_verdict_cb, s);
 	if (s->dir_wait == NULL) {
 		s->state = IMAP_STATE_NOTAUTH;
 		imap_session_say(s, "* BYE Service not available\r\n");
@@ -797,25 +778,17 @@ void imap_session_close(struct imap_session *s)
 
 int imap_session_start_tls(struct imap_session *s)
 {
-	SSL *ssl = tls_session_new(s->server->tls, s->kind);
-	if (ssl == NULL)
-		return -1;
 	/* RFC 9051 6.2.1 / STARTTLS injection: anything pipelined after
 	 * STARTTLS in plaintext is discarded, never executed. */
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	size_t junk = evbuffer_get_length(in);
-	if (junk > 0) {
+	SSL *ssl;
+	size_t junk;
+	struct bufferevent *tls_bev = tls_bufferevent_starttls(s->server->base, s->bev,
+							       s->server->tls, s->kind, &ssl, &junk);
+	if (junk > 0)
 		log_warn("session=%llx ip=%s discarded %zu octets pipelined after STARTTLS",
 			 IMAP_SID(s), s->ip, junk);
-		evbuffer_drain(in, junk);
-	}
-	struct bufferevent *tls_bev = bufferevent_openssl_filter_new(
-		s->server->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (tls_bev == NULL) {
-		SSL_free(ssl);
+	if (tls_bev == NULL)
 		return -1;
-	}
-	bufferevent_openssl_set_allow_dirty_shutdown(tls_bev, 1);
 	s->bev = tls_bev;
 	s->ssl = ssl;
 	s->tls_pending = true;

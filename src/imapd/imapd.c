@@ -216,6 +216,19 @@ void imapd_dir_cancel(struct imapd *server, struct imapd_dir_wait *wait)
 	wait->ctx = NULL;
 }
 
+struct imapd_dir_wait *imapd_connect_request(struct imapd *server, const char *ip,
+					     enum listener_kind kind, imapd_dir_reply_cb *cb,
+					     void *ctx)
+{
+	struct ipc_writer w;
+	ipc_writer_init(&w);
+	ipc_put_str(&w, ip);
+	ipc_put_u32(&w, (uint32_t)kind);   /* access rules may be per listener */
+	struct imapd_dir_wait *wait = imapd_dir_request(server, IPC_DIR_CONNECT, &w, cb, ctx);
+	ipc_writer_free(&w);
+	return wait;
+}
+
 struct imapd_dir_wait *imapd_login_count(struct imapd *server, const char *user,
 					 imapd_dir_reply_cb *cb, void *ctx)
 {

@@ -73,6 +73,13 @@ struct imapd_dir_wait *imapd_dir_request(struct imapd *server, uint32_t type,
 					 void *ctx);
 void imapd_dir_cancel(struct imapd *server, struct imapd_dir_wait *wait);
 
+/* Asks the directory whether a client at ip may connect to a listener of
+ * the given kind (IPC_DIR_CONNECT: str ip, u32 kind; reply u32 enum
+ * ipc_conn_verdict). Returns as imapd_dir_request(). */
+struct imapd_dir_wait *imapd_connect_request(struct imapd *server, const char *ip,
+					     enum listener_kind kind, imapd_dir_reply_cb *cb,
+					     void *ctx);
+
 /* Counting an account's sessions (imap.max_connections_per_user, in the
  * directory): after a successful login, imapd_login_count() asks for a
  * slot (reply u32 enum ipc_conn_verdict, as imapd_dir_request()); a

@@ -128,27 +128,13 @@ void pop3_session_create(struct imapd *server, int fd, enum listener_kind kind, 
 	snprintf(s->ip, sizeof(s->ip), "%s", ip);
 	s->state = POP3_STATE_AUTHORIZATION;
 
-	if (kind == LISTENER_POP3S) {
-		s->ssl = tls_session_new(server->tls, kind);
-		if (s->ssl != NULL) {
-			s->bev = bufferevent_openssl_socket_new(server->base, fd, s->ssl,
-								BUFFEREVENT_SSL_ACCEPTING,
-								BEV_OPT_CLOSE_ON_FREE);
-			if (s->bev != NULL)
-				bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
-		}
-	} else {
-		s->bev = bufferevent_socket_new(server->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	}
+	/* On failure the SSL is freed and fd closed. */
+	s->bev = tls_bufferevent_new(server->base, fd, server->tls, kind, kind == LISTENER_POP3S,
+				     &s->ssl);
 	s->close_ev = evtimer_new(server->base, pop3_close_cb, s);
 	if (s->bev == NULL || s->close_ev == NULL) {
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
-		else {
-			if (s->ssl != NULL)
-				SSL_free(s->ssl);
-			close(fd);
-		}
 		if (s->close_ev != NULL)
 			event_free(s->close_ev);
 		free(s);
@@ -171,13 +157,8 @@ void pop3_session_create(struct imapd *server, int fd, enum listener_kind kind, 
 
 	/* Ask the directory whether this client may connect (limits are
 	 * counted across all workers); park until it answers. */
-	struct ipc_writer w;
-	ipc_writer_init(&w);
-	ipc_put_str(&w, s->ip);
-	ipc_put_u32(&w, (uint32_t)kind);   /* access rules may be per listener */
 	s->wait = POP3_WAIT_CONNECT;
-	s->dir_wait = imapd_dir_request(server, IPC_DIR_CONNECT, &w, pop3_connect_cb, s);
-	ipc_writer_free(&w);
+	s->dir_wait = imapd_connect_request(server, s->ip, kind, pop3_connect_cb, s);
 	if (s->dir_wait == NULL) {
 		s->wait = POP3_WAIT_NONE;
 		pop3_reply(s, POP3_FAIL, "[SYS/TEMP] Service not available, try again later");
@@ -353,25 +334,17 @@ void pop3_sessions_stop(struct imapd *server)
 int pop3_session_start_tls(struct pop3_session *s)
 {
 	struct imapd *server = s->server;
-	SSL *ssl = tls_session_new(server->tls, s->kind);
-	if (ssl == NULL)
-		return -1;
 	/* RFC 2595 / STARTTLS injection (CVE-2011-0411 class): anything the
 	 * client pipelined after STLS in plaintext is discarded, never run. */
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	size_t junk = evbuffer_get_length(in);
-	if (junk > 0) {
+	SSL *ssl;
+	size_t junk;
+	struct bufferevent *tls_bev = tls_bufferevent_starttls(server->base, s->bev, server->tls,
+							       s->kind, &ssl, &junk);
+	if (junk > 0)
 		log_warn("session=%llx ip=%s discarded %zu octets pipelined after STLS", SID(s),
 			 s->ip, junk);
-		evbuffer_drain(in, junk);
-	}
-	struct bufferevent *tls_bev = bufferevent_openssl_filter_new(
-		server->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (tls_bev == NULL) {
-		SSL_free(ssl);
+	if (tls_bev == NULL)
 		return -1;
-	}
-	bufferevent_openssl_set_allow_dirty_shutdown(tls_bev, 1);
 	/* The filter moves encrypted data into the plaintext bufferevent only
 	 * up to its write high-water mark: flow control for streaming. */
 	bufferevent_setwatermark(s->bev, EV_WRITE, 0, POP3_OUT_LOW);

@@ -368,6 +368,24 @@ out:
 	return ret;
 }
 
+/* Runs an UPDATE/DELETE of one app password (st, bound to addr and name);
+ * fails with "no app password named" when it touched no row. */
+static int app_password_update(struct account_db *db, sqlite3_stmt *st, const char *what,
+			       const char *addr, const char *name, const char **error_r)
+{
+	if (account_sec_write(db, st, what) != 0) {
+		*error_r = db->error;
+		return -1;
+	}
+	if (sqlite3_changes(db->sql) == 0) {
+		char shown[96];
+		*error_r = account_error(db, "%s has no app password named \"%s\"", addr,
+					 account_printable(name, shown, sizeof(shown)));
+		return -1;
+	}
+	return 0;
+}
+
 int account_app_password_revoke(struct account_db *db, const char *address, const char *name,
 				const char **error_r)
 {
@@ -383,17 +401,7 @@ int account_app_password_revoke(struct account_db *db, const char *address, cons
 	}
 	sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-	if (account_sec_write(db, st, "revoking an app password") != 0) {
-		*error_r = db->error;
-		return -1;
-	}
-	if (sqlite3_changes(db->sql) == 0) {
-		char shown[96];
-		*error_r = account_error(db, "%s has no app password named \"%s\"", addr,
-					 account_printable(name, shown, sizeof(shown)));
-		return -1;
-	}
-	return 0;
+	return app_password_update(db, st, "revoking an app password", addr, name, error_r);
 }
 
 int account_app_password_list(struct account_db *db, const char *address,
@@ -516,17 +524,7 @@ int account_app_password_set_allow_from(struct account_db *db, const char *addre
 		sqlite3_bind_text(st, 3, canon, -1, SQLITE_STATIC);
 	else
 		sqlite3_bind_null(st, 3);
-	if (account_sec_write(db, st, "setting an app password's allowlist") != 0) {
-		*error_r = db->error;
-		return -1;
-	}
-	if (sqlite3_changes(db->sql) == 0) {
-		char shown[96];
-		*error_r = account_error(db, "%s has no app password named \"%s\"", addr,
-					 account_printable(name, shown, sizeof(shown)));
-		return -1;
-	}
-	return 0;
+	return app_password_update(db, st, "setting an app password's allowlist", addr, name, error_r);
 }
 
 /* ---- TOTP ------------------------------------------------------------------ */

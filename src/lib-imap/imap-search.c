@@ -275,6 +275,32 @@ static bool keyword_valid(const char *s)
 	return true;
 }
 
+/* Adds k to parent, taking over k's children instead when k is of the
+ * parent's own type ("(a b) c" is "a b c", OR (OR a b) c is OR a b c).
+ * Consumes k: on failure (-1) it is freed. */
+static int snode_absorb(struct sparse *ps, struct snode *parent, struct snode *k)
+{
+	if (k->type != parent->type) {
+		if (snode_add_child(ps, parent, k) < 0) {
+			snode_free(k);
+			return -1;
+		}
+		return 0;
+	}
+	for (unsigned i = 0; i < k->nchildren; i++) {
+		if (snode_add_child(ps, parent, k->children[i]) < 0) {
+			for (unsigned j = i; j < k->nchildren; j++)
+				snode_free(k->children[j]);
+			k->nchildren = 0;
+			snode_free(k);
+			return -1;
+		}
+	}
+	k->nchildren = 0;
+	snode_free(k);
+	return 0;
+}
+
 static struct snode *parse_key(struct sparse *ps, const struct imap_arg *args, unsigned count,
 			       unsigned *pos, unsigned depth, unsigned paren_depth);
 
@@ -294,23 +320,8 @@ static struct snode *parse_group(struct sparse *ps, const struct imap_arg *args,
 		struct snode *k = parse_key(ps, args, count, &pos, depth, paren_depth);
 		if (k == NULL)
 			goto fail;
-		if (k->type == SN_AND) {
-			/* "(a b) c" is "a b c" */
-			for (unsigned i = 0; i < k->nchildren; i++) {
-				if (snode_add_child(ps, and, k->children[i]) < 0) {
-					for (unsigned j = i; j < k->nchildren; j++)
-						snode_free(k->children[j]);
-					k->nchildren = 0;
-					snode_free(k);
-					goto fail;
-				}
-			}
-			k->nchildren = 0;
-			snode_free(k);
-		} else if (snode_add_child(ps, and, k) < 0) {
-			snode_free(k);
+		if (snode_absorb(ps, and, k) < 0)
 			goto fail;
-		}
 	}
 	/* merge the flag tests into one */
 	struct snode *flags = NULL;
@@ -629,23 +640,8 @@ static struct snode *parse_key(struct sparse *ps, const struct imap_arg *args, u
 			struct snode *k = parse_key(ps, args, count, pos, depth + 1, paren_depth);
 			if (k == NULL)
 				goto fail;
-			if (k->type == SN_OR) {
-				/* OR (OR a b) c is OR a b c */
-				for (unsigned i = 0; i < k->nchildren; i++) {
-					if (snode_add_child(ps, n, k->children[i]) < 0) {
-						for (unsigned j = i; j < k->nchildren; j++)
-							snode_free(k->children[j]);
-						k->nchildren = 0;
-						snode_free(k);
-						goto fail;
-					}
-				}
-				k->nchildren = 0;
-				snode_free(k);
-			} else if (snode_add_child(ps, n, k) < 0) {
-				snode_free(k);
+			if (snode_absorb(ps, n, k) < 0)
 				goto fail;
-			}
 		}
 		for (unsigned i = 0; i < n->nchildren; i++)
 			n->children[i]->order = i;

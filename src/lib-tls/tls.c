@@ -27,6 +27,10 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+
 #include "lib/audit.h"
 #include "lib/log.h"
 
@@ -803,6 +807,64 @@ SSL *tls_session_new(const struct tls_set *set, enum listener_kind kind)
 	if (set == NULL || (unsigned)kind >= LISTENER_COUNT || set->l[kind].ctx == NULL)
 		return NULL;
 	return SSL_new(set->l[kind].ctx);
+}
+
+struct bufferevent *tls_bufferevent_new(struct event_base *base, int fd,
+					const struct tls_set *set, enum listener_kind kind,
+					bool implicit, SSL **ssl_r)
+{
+	struct bufferevent *bev;
+
+	*ssl_r = NULL;
+	if (!implicit) {
+		bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+		if (bev == NULL)
+			close(fd);
+		return bev;
+	}
+	SSL *ssl = tls_session_new(set, kind);
+	if (ssl == NULL) {
+		close(fd);
+		return NULL;
+	}
+	bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+					     BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		close(fd);
+		return NULL;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	*ssl_r = ssl;
+	return bev;
+}
+
+struct bufferevent *tls_bufferevent_starttls(struct event_base *base, struct bufferevent *plain,
+					     const struct tls_set *set, enum listener_kind kind,
+					     SSL **ssl_r, size_t *discarded_r)
+{
+	*ssl_r = NULL;
+	*discarded_r = 0;
+	SSL *ssl = tls_session_new(set, kind);
+	if (ssl == NULL)
+		return NULL;
+	/* STARTTLS injection (CVE-2011-0411 class): anything the client
+	 * pipelined after the command in plaintext is discarded, never run. */
+	struct evbuffer *in = bufferevent_get_input(plain);
+	size_t junk = evbuffer_get_length(in);
+	if (junk > 0) {
+		evbuffer_drain(in, junk);
+		*discarded_r = junk;
+	}
+	struct bufferevent *tls_bev = bufferevent_openssl_filter_new(
+		base, plain, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tls_bev == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(tls_bev, 1);
+	*ssl_r = ssl;
+	return tls_bev;
 }
 
 /* Calls fn for each distinct certificate of the set: the listeners'

@@ -7,7 +7,8 @@
  * preference, session tickets off (no long-term ticket key to protect).
  * Per listener: minimum version, TLS 1.2 ciphers, TLS 1.3 suites, default
  * certificate, client certificates; certificates from tls.dir are chosen by
- * SNI (RFC 6066 section 3).
+ * SNI (RFC 6066 section 3). Also the libevent bufferevents of the
+ * front-ends' connections: implicit TLS (RFC 8314) and STARTTLS upgrades.
  */
 #ifndef POSTERN_TLS_H
 #define POSTERN_TLS_H
@@ -45,6 +46,30 @@ void tls_set_free(struct tls_set **set);
  * when the set has no context for it or OpenSSL fails. The caller frees it
  * with SSL_free(). */
 SSL *tls_session_new(const struct tls_set *set, enum listener_kind kind);
+
+/* ---- connections (libevent) ---- */
+
+struct bufferevent;
+struct event_base;
+
+/* The bufferevent of a new connection on fd: with implicit (RFC 8314
+ * imaps/pop3s/submissions) an OpenSSL one accepting a handshake over a new
+ * SSL from the set (*ssl_r, owned by the bufferevent; dirty shutdowns
+ * allowed), else a plain socket one (*ssl_r NULL). Either closes fd when
+ * freed. NULL on failure, with the SSL freed, fd closed and *ssl_r NULL. */
+struct bufferevent *tls_bufferevent_new(struct event_base *base, int fd,
+					const struct tls_set *set, enum listener_kind kind,
+					bool implicit, SSL **ssl_r);
+
+/* STARTTLS (RFC 3207, RFC 9051 6.2.1, RFC 2595): discards whatever the
+ * client pipelined after the command (their count in *discarded_r, which
+ * the caller logs), then returns an OpenSSL filter over plain accepting a
+ * handshake over a new SSL (*ssl_r) that frees plain when it is freed.
+ * NULL when there is no context or libevent fails (plain is untouched
+ * but for the discarded input; *ssl_r NULL). */
+struct bufferevent *tls_bufferevent_starttls(struct event_base *base, struct bufferevent *plain,
+					     const struct tls_set *set, enum listener_kind kind,
+					     SSL **ssl_r, size_t *discarded_r);
 
 /* Writes a self-signed certificate and its key (EC P-256, 10 years, SAN
  * hostname + localhost + 127.0.0.1 + ::1) to the given paths, key mode 0600.

@@ -97,31 +97,15 @@ void smtp_session_create(struct smtpd *server, int fd, enum listener_kind kind, 
 	buf_init(&s->out, 2 * IPC_DATA_CHUNK);
 	s->state = SMTP_STATE_CONNECT;
 
-	if (kind == LISTENER_SUBMISSIONS) {
-		s->ssl = tls_session_new(server->tls, kind);
-		if (s->ssl == NULL) {
-			close(fd);
-			free(s);
-			return;
-		}
-		s->bev = bufferevent_openssl_socket_new(server->base, fd, s->ssl,
-							BUFFEREVENT_SSL_ACCEPTING,
-							BEV_OPT_CLOSE_ON_FREE);
-		if (s->bev != NULL)
-			bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
-	} else {
-		s->bev = bufferevent_socket_new(server->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->bev = tls_bufferevent_new(server->base, fd, server->tls, kind,
+				     kind == LISTENER_SUBMISSIONS, &s->ssl);
+	if (s->bev == NULL) {   /* fd closed */
+		free(s);
+		return;
 	}
 	s->close_ev = evtimer_new(server->base, smtp_session_close_cb, s);
-	if (s->bev == NULL || s->close_ev == NULL) {
-		if (s->bev != NULL)
-			bufferevent_free(s->bev);
-		else if (s->ssl != NULL)
-			SSL_free(s->ssl);
-		if (s->close_ev != NULL)
-			event_free(s->close_ev);
-		if (s->bev == NULL)
-			close(fd);
+	if (s->close_ev == NULL) {
+		bufferevent_free(s->bev);
 		free(s);
 		return;
 	}
@@ -268,25 +252,17 @@ void smtp_session_close(struct smtp_session *s)
 int smtp_session_start_tls(struct smtp_session *s)
 {
 	struct smtpd *server = s->server;
-	SSL *ssl = tls_session_new(server->tls, s->kind);
-	if (ssl == NULL)
-		return -1;
 	/* RFC 3207 4.2 / STARTTLS injection: anything the client pipelined
 	 * after STARTTLS in plaintext is discarded, never executed. */
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	size_t junk = evbuffer_get_length(in);
-	if (junk > 0) {
+	SSL *ssl;
+	size_t junk;
+	struct bufferevent *tls_bev = tls_bufferevent_starttls(server->base, s->bev, server->tls,
+							       s->kind, &ssl, &junk);
+	if (junk > 0)
 		log_warn("session=%llx ip=%s discarded %zu octets pipelined after STARTTLS",
 			 (unsigned long long)s->id, s->ip, junk);
-		evbuffer_drain(in, junk);
-	}
-	struct bufferevent *tls_bev = bufferevent_openssl_filter_new(
-		server->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (tls_bev == NULL) {
-		SSL_free(ssl);
+	if (tls_bev == NULL)
 		return -1;
-	}
-	bufferevent_openssl_set_allow_dirty_shutdown(tls_bev, 1);
 	s->bev = tls_bev;
 	s->ssl = ssl;
 	/* RFC 3207 4.2: forget everything learnt before TLS. */
