@@ -265,11 +265,15 @@ static void dlv_batch_run(struct workpool_job *wjob)
 		if (!job->written)
 			continue;
 		job->written = false;
+		/* Published and counted together: a recalculation of the usage
+		 * sees both or neither (lib-store/quota.h). */
+		int lock = maildir_quota_lock_shared(job->maildir);
 		if (maildir_publish(job->maildir, job->name, sync, &error) < 0)
 			dlv_set(job, dlv_errno_status(errno), "%s", error);
 		else if (maildir_quota_add(job->maildir, (int64_t)job->size, 1) < 0)
 			log_warn("quota %s: cannot record the delivery: %s", job->maildir,
 				 strerror(errno));
+		maildir_quota_unlock(lock);
 	}
 	if (!sync)
 		dlv_sync_batch(b->jobs, false);

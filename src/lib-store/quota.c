@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,7 +102,50 @@ static void sum_dir(const char *path, uint64_t *bytes, uint64_t *msgs)
 	closedir(dir);
 }
 
+static int quota_lock(const char *root, int op)
+{
+	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	while (flock(fd, op) < 0) {
+		if (errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
+int maildir_quota_lock_shared(const char *root)
+{
+	return quota_lock(root, LOCK_SH);
+}
+
+void maildir_quota_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);   /* releases the flock */
+}
+
+static int recalculate_locked(const char *root, uint64_t *bytes_r, uint64_t *msgs_r);
+
+/* The scan and the replacement of the file under the exclusive lock, so
+ * that no writer's message is published between them (see quota.h). */
 static int recalculate(const char *root, uint64_t *bytes_r, uint64_t *msgs_r)
+{
+	int lock = quota_lock(root, LOCK_EX);
+	if (lock < 0 && errno == ENOENT) {
+		/* no Maildir yet (nothing delivered): nothing used */
+		*bytes_r = 0;
+		*msgs_r = 0;
+		return 0;
+	}
+	int ret = recalculate_locked(root, bytes_r, msgs_r);
+	maildir_quota_unlock(lock);
+	return ret;
+}
+
+static int recalculate_locked(const char *root, uint64_t *bytes_r, uint64_t *msgs_r)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 64];
 	uint64_t bytes = 0, msgs = 0;

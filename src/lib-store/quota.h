@@ -16,4 +16,17 @@ int maildir_quota_usage(const char *root, uint64_t *bytes_r, uint64_t *messages_
 /* Records a change (negative for removals). 0, or -1 with errno. */
 int maildir_quota_add(const char *root, int64_t bytes, int64_t messages);
 
+/*
+ * A recalculation (inside maildir_quota_usage) scans the Maildir and then
+ * replaces the file; a message published during the scan, whose line is
+ * appended to the old file, would be lost from the count. The
+ * recalculation holds an exclusive flock(2) on the Maildir root; a writer
+ * holds a shared one from making a message visible until its
+ * maildir_quota_add(). Returns the lock's fd (or -1 when root cannot be
+ * opened: go on without it). Never call maildir_quota_usage() while
+ * holding the shared lock (it would wait for itself).
+ */
+int maildir_quota_lock_shared(const char *root);
+void maildir_quota_unlock(int fd);
+
 #endif
